@@ -1,0 +1,1 @@
+"""The sci-fm command line."""

@@ -1,0 +1,1 @@
+"""MD rollouts and property analysis through the ASE calculator."""

@@ -1,0 +1,1 @@
+"""CircuitGCL: graph contrastive learning for circuit parasitics."""

@@ -1,0 +1,1 @@
+"""Shared core: atomic graphs, neighbour lists, layers, trainer, data specs, safe I/O."""

@@ -1,0 +1,1 @@
+"""DPOT: auto-regressive denoising operator transformer for PDEs."""

@@ -1,0 +1,1 @@
+"""Machine-learning interatomic potentials: BAMBOO, PaiNN, SchNet, NequIP; PubChemQCR."""

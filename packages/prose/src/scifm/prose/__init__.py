@@ -1,0 +1,1 @@
+"""Prose: transferable normalizing-flow Boltzmann sampler for peptides."""
