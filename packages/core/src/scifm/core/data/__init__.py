@@ -1,0 +1,1 @@
+"""On-disk data specs (atomistic HDF5), label extraction, splits."""
