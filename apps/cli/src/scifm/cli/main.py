@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 
 from scifm.core import config as cfg
 from scifm.core.cli import CommandTree
@@ -63,6 +64,8 @@ def build_parser(tree: CommandTree) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # e3nn still calls torch.jit.script at import; the deprecation notice is noise for users.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("SCIFM_DEBUG") == "1"
     try:
