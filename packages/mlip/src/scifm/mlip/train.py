@@ -151,6 +151,7 @@ def train_mlip(args) -> dict:
 
     model_config = _parse_model_config(args.model_config)
     model_config.setdefault("cutoff", float(args.cutoff))
+    model_config.setdefault("elements", sorted({int(z) for a in frames for z in a.get_atomic_numbers()}))
     model = build_model(args.model, **model_config)
     cutoff = float(model_config["cutoff"])
     train_ds = GraphDataset(frames, cutoff, dtype=dtype)

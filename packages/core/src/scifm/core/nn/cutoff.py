@@ -44,8 +44,7 @@ class PolynomialCutoff(nn.Module):
         p = float(self.p)
         x = r / self.cutoff
         xp = torch.pow(x, p)
-        f = (1.0 - 0.5 * (p + 1.0) * (p + 2.0) * xp + p * (p + 2.0) * xp * x
-             - 0.5 * p * (p + 1.0) * xp * x * x)
+        f = 1.0 - 0.5 * (p + 1.0) * (p + 2.0) * xp + p * (p + 2.0) * xp * x - 0.5 * p * (p + 1.0) * xp * x * x
         return torch.where(x < 1.0, f, torch.zeros_like(f))
 
     def extra_repr(self) -> str:

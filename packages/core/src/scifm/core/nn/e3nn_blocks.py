@@ -34,7 +34,9 @@ class SphericalHarmonicEdgeAttrs(nn.Module):
         self.normalization = normalization
 
     def forward(self, edge_vec: torch.Tensor) -> torch.Tensor:
-        return o3.spherical_harmonics(self.irreps_out, edge_vec, self.normalize, normalization=self.normalization)
+        return o3.spherical_harmonics(
+            self.irreps_out, edge_vec, self.normalize, normalization=self.normalization
+        )
 
 
 def _conv_instructions(irreps_in: o3.Irreps, irreps_edge: o3.Irreps, irreps_out: o3.Irreps):
@@ -71,9 +73,18 @@ class TensorProductConv(nn.Module):
     edge_index [2, E], node_attr [N, irreps_node_attr.dim] -> [N, irreps_out.dim].
     """
 
-    def __init__(self, irreps_in, irreps_edge, irreps_out, n_scalars: int, radial_hidden: Sequence[int] = (64,),
-                 radial_activation: str = "silu", avg_num_neighbors: float = 1.0, irreps_node_attr=None,
-                 self_connection: bool = True):
+    def __init__(
+        self,
+        irreps_in,
+        irreps_edge,
+        irreps_out,
+        n_scalars: int,
+        radial_hidden: Sequence[int] = (64,),
+        radial_activation: str = "silu",
+        avg_num_neighbors: float = 1.0,
+        irreps_node_attr=None,
+        self_connection: bool = True,
+    ):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_edge = o3.Irreps(irreps_edge)
@@ -81,22 +92,36 @@ class TensorProductConv(nn.Module):
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
         irreps_mid, instructions = _conv_instructions(self.irreps_in, self.irreps_edge, self.irreps_out)
-        self.tp = o3.TensorProduct(self.irreps_in, self.irreps_edge, irreps_mid, instructions,
-                                   shared_weights=False, internal_weights=False)
-        self.radial = MLP(n_scalars, self.tp.weight_numel, hidden=radial_hidden, activation=radial_activation,
-                          bias=False)
+        self.tp = o3.TensorProduct(
+            self.irreps_in,
+            self.irreps_edge,
+            irreps_mid,
+            instructions,
+            shared_weights=False,
+            internal_weights=False,
+        )
+        self.radial = MLP(
+            n_scalars, self.tp.weight_numel, hidden=radial_hidden, activation=radial_activation, bias=False
+        )
         self.linear_out = o3.Linear(irreps_mid, self.irreps_out)
         self.irreps_node_attr = None if irreps_node_attr is None else o3.Irreps(irreps_node_attr)
         if self.irreps_node_attr is not None:
-            self.self_connection = o3.FullyConnectedTensorProduct(self.irreps_in, self.irreps_node_attr,
-                                                                  self.irreps_out)
+            self.self_connection = o3.FullyConnectedTensorProduct(
+                self.irreps_in, self.irreps_node_attr, self.irreps_out
+            )
         elif self_connection:
             self.self_connection = o3.Linear(self.irreps_in, self.irreps_out)
         else:
             self.self_connection = None
 
-    def forward(self, x: torch.Tensor, edge_attr: torch.Tensor, edge_scalars: torch.Tensor,
-                edge_index: torch.Tensor, node_attr: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_attr: torch.Tensor,
+        edge_scalars: torch.Tensor,
+        edge_index: torch.Tensor,
+        node_attr: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         src, dst = edge_index[0], edge_index[1]
         h = self.linear_in(x)
         messages = self.tp(h[src], edge_attr, self.radial(edge_scalars))
@@ -121,7 +146,9 @@ class GateNonlinearity(nn.Module):
     the target (simplified). [N, irreps_in.dim] -> [N, irreps_out.dim].
     """
 
-    def __init__(self, irreps_target, act_even: str = "silu", act_odd: str = "tanh", act_gate: str = "sigmoid"):
+    def __init__(
+        self, irreps_target, act_even: str = "silu", act_odd: str = "tanh", act_gate: str = "sigmoid"
+    ):
         super().__init__()
         target = o3.Irreps(irreps_target).simplify()
         scalars = o3.Irreps([(mul, ir) for mul, ir in target if ir.l == 0])
@@ -148,13 +175,28 @@ class ConvGateBlock(nn.Module):
     """One NequIP interaction: TensorProductConv onto the gate's input irreps, then the gate, with a
     residual connection when input and output irreps agree. Same shapes as TensorProductConv."""
 
-    def __init__(self, irreps_in, irreps_edge, irreps_target, n_scalars: int, radial_hidden: Sequence[int] = (64,),
-                 avg_num_neighbors: float = 1.0, irreps_node_attr=None, resnet: bool = True):
+    def __init__(
+        self,
+        irreps_in,
+        irreps_edge,
+        irreps_target,
+        n_scalars: int,
+        radial_hidden: Sequence[int] = (64,),
+        avg_num_neighbors: float = 1.0,
+        irreps_node_attr=None,
+        resnet: bool = True,
+    ):
         super().__init__()
         self.gate = GateNonlinearity(irreps_target)
-        self.conv = TensorProductConv(irreps_in, irreps_edge, self.gate.irreps_in, n_scalars,
-                                      radial_hidden=radial_hidden, avg_num_neighbors=avg_num_neighbors,
-                                      irreps_node_attr=irreps_node_attr)
+        self.conv = TensorProductConv(
+            irreps_in,
+            irreps_edge,
+            self.gate.irreps_in,
+            n_scalars,
+            radial_hidden=radial_hidden,
+            avg_num_neighbors=avg_num_neighbors,
+            irreps_node_attr=irreps_node_attr,
+        )
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = self.gate.irreps_out
         self.resnet = resnet and self.irreps_in == self.irreps_out

@@ -33,8 +33,15 @@ class MLP(nn.Sequential):
     activation unless ``activate_last``.
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden: Sequence[int] = (), activation: str = "silu",
-                 bias: bool = True, activate_last: bool = False):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (),
+        activation: str = "silu",
+        bias: bool = True,
+        activate_last: bool = False,
+    ):
         dims = [int(in_features), *[int(h) for h in hidden], int(out_features)]
         layers: list[nn.Module] = []
         for k in range(len(dims) - 1):

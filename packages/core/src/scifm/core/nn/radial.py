@@ -44,11 +44,19 @@ class GaussianBasis(nn.Module):
     vanish at the cutoff: multiply by a cutoff function to get a smooth model.
     """
 
-    def __init__(self, start: float = 0.0, stop: float = 5.0, n_rbf: int = 50, width: float | None = None,
-                 trainable: bool = False):
+    def __init__(
+        self,
+        start: float = 0.0,
+        stop: float = 5.0,
+        n_rbf: int = 50,
+        width: float | None = None,
+        trainable: bool = False,
+    ):
         super().__init__()
         if n_rbf < 2 or stop <= start:
-            raise ValueError(f"GaussianBasis needs n_rbf >= 2 and stop > start, got {n_rbf}, [{start}, {stop}]")
+            raise ValueError(
+                f"GaussianBasis needs n_rbf >= 2 and stop > start, got {n_rbf}, [{start}, {stop}]"
+            )
         self.n_rbf = int(n_rbf)
         centres = torch.linspace(start, stop, n_rbf, dtype=torch.get_default_dtype())
         w = float(width) if width is not None else float(centres[1] - centres[0])

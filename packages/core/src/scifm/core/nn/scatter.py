@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 
 
-def _out_shape(src: torch.Tensor, index: torch.Tensor, dim: int, dim_size: int | None) -> tuple[list[int], int]:
+def _out_shape(
+    src: torch.Tensor, index: torch.Tensor, dim: int, dim_size: int | None
+) -> tuple[list[int], int]:
     dim = dim % src.dim()
     if index.dim() != 1 or index.numel() != src.shape[dim]:
         raise ValueError(f"index must be 1-D with {src.shape[dim]} entries, got shape {tuple(index.shape)}")
@@ -20,14 +22,18 @@ def _out_shape(src: torch.Tensor, index: torch.Tensor, dim: int, dim_size: int |
     return shape, dim
 
 
-def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim: int = 0, dim_size: int | None = None) -> torch.Tensor:
+def scatter_sum(
+    src: torch.Tensor, index: torch.Tensor, dim: int = 0, dim_size: int | None = None
+) -> torch.Tensor:
     """out[k] = sum of src[e] over e with index[e] == k (along ``dim``). Differentiable w.r.t. src."""
     shape, dim = _out_shape(src, index, dim, dim_size)
     out = src.new_zeros(shape)
     return out.index_add(dim, index, src)
 
 
-def scatter_mean(src: torch.Tensor, index: torch.Tensor, dim: int = 0, dim_size: int | None = None) -> torch.Tensor:
+def scatter_mean(
+    src: torch.Tensor, index: torch.Tensor, dim: int = 0, dim_size: int | None = None
+) -> torch.Tensor:
     """Mean of src over each segment; empty segments give 0."""
     shape, dim = _out_shape(src, index, dim, dim_size)
     total = src.new_zeros(shape).index_add(dim, index, src)

@@ -1,0 +1,138 @@
+"""ASE calculator for sci-fm potentials (energy, free_energy, per-atom energies, forces, stress).
+
+Units are ASE's: eV, eV/Å, eV/Å^3; stress in Voigt order (xx, yy, zz, yz, xz, xy) with ASE's sign, only
+for fully periodic systems. The total charge is read from ``atoms.info["charge"]`` (default 0), and a
+change of ``atoms.info`` triggers a new calculation.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from scifm.core.graph import atomic_graph, batch_graphs
+
+from .export import load_potential
+from .potential import Potential
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _info_differs(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return True
+    for key in a:
+        try:
+            if not np.array_equal(np.asarray(a[key]), np.asarray(b[key])):
+                return True
+        except Exception:  # uncomparable objects: assume they changed (recomputing is always safe)
+            return True
+    return False
+
+
+class SciFMCalculator(Calculator):
+    """``SciFMCalculator(model, dtype="float32", device="cpu", skin=0.0)``.
+
+    ``model``: an exported model directory (or its model.json) or a ``Potential`` (copied, so the
+    caller's module keeps its dtype, device and training mode). ``skin`` > 0 reuses a neighbour list
+    built with cutoff + skin until an atom moved more than skin/2 (or numbers, cell or pbc changed);
+    edges are filtered to the true cutoff on every call, so results do not depend on the skin.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Potential,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device = "cpu",
+        skin: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        torch_dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+        if torch_dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if isinstance(model, (str, Path, os.PathLike)):
+            potential = load_potential(model, dtype=torch_dtype, device=device)
+        elif isinstance(model, Potential):
+            potential = copy.deepcopy(model).to(dtype=torch_dtype, device=device)
+        else:
+            raise TypeError(f"model must be a path or a Potential, got {type(model).__name__}")
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        self.potential = potential.eval()
+        for p in self.potential.parameters():  # inference only: no weight gradients
+            p.requires_grad_(False)
+        self.dtype = torch_dtype
+        self.device = torch.device(device)
+        self.cutoff = self.potential.cutoff
+        self.skin = float(skin)
+        self._nl = None  # (graph with cutoff + skin, reference positions, numbers, cell, pbc)
+
+    def check_state(self, atoms, tol: float = 1e-15):
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and "info" not in changes and _info_differs(atoms.info, self.atoms.info):
+            changes.append("info")
+        return changes
+
+    def _graph(self, atoms):
+        numbers = atoms.get_atomic_numbers()
+        pos = atoms.get_positions()
+        pbc = np.asarray(atoms.get_pbc(), dtype=bool)
+        cell = np.asarray(atoms.get_cell(), dtype=np.float64) if pbc.any() else None
+        charge = float(atoms.info.get("charge", 0.0))
+        if self.skin == 0.0:
+            return atomic_graph(
+                numbers, pos, self.cutoff, cell=cell, pbc=pbc, total_charge=charge, dtype=self.dtype
+            )
+        c = self._nl
+        stale = (
+            c is None
+            or not np.array_equal(c[2], numbers)
+            or not np.array_equal(c[4], pbc)
+            or (cell is not None and (c[3] is None or not np.allclose(c[3], cell, rtol=0, atol=1e-12)))
+            or np.max(np.linalg.norm(pos - c[1], axis=1), initial=0.0) > 0.5 * self.skin
+        )
+        if stale:
+            g0 = atomic_graph(numbers, pos, self.cutoff + self.skin, cell=cell, pbc=pbc, dtype=self.dtype)
+            self._nl = c = (g0, pos.copy(), numbers.copy(), None if cell is None else cell.copy(), pbc.copy())
+        g0 = c[0]
+        j, i = g0.edge_index.numpy()
+        shift = g0.shifts.double().numpy() @ (cell if cell is not None else np.zeros((3, 3)))
+        keep = torch.as_tensor(np.linalg.norm(pos[j] - pos[i] + shift, axis=1) < self.cutoff)
+        g = copy.copy(g0)
+        g.pos = torch.as_tensor(pos, dtype=self.dtype)
+        g.edge_index = g0.edge_index[:, keep]
+        g.shifts = g0.shifts[keep]
+        g.total_charge = torch.tensor([charge], dtype=self.dtype)
+        return g
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = bool(np.all(atoms.get_pbc())) and abs(atoms.cell.volume) > 1e-12
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError("stress needs a fully periodic system with a cell")
+        batch = batch_graphs([self._graph(atoms)]).to(self.device)
+        out = self.potential(batch, forces=True, stress=periodic)
+        energy = float(out["energy"].detach().double().sum())
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out["node_energy"].detach().double().cpu().numpy(),
+            "forces": out["forces"].detach().double().cpu().numpy(),
+        }
+        if periodic:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(
+                out["stress"][0].detach().double().cpu().numpy()
+            )
+        for key, value in out.items():  # extra model outputs (e.g. charges) under their own names
+            if key not in ("energy", "node_energy", "forces", "stress") and isinstance(value, torch.Tensor):
+                self.results[key] = value.detach().double().cpu().numpy()
