@@ -78,8 +78,27 @@ def _gen(args):
     return run(args)
 
 
+def _lazy(module: str):
+    """configure/run pair that imports ``module`` only when the command is used (fast ``--help``)."""
+    import importlib
+
+    def configure(p):
+        importlib.import_module(module).configure(p)
+
+    def run(args):
+        return importlib.import_module(module).run(args)
+
+    return configure, run
+
+
 def register(tree: CommandTree) -> None:
     tree.add("train", "mlip", _train_args, _train, help="train a machine-learning interatomic potential")
     tree.add("eval", "mlip", _eval_args, _eval, help="evaluate an exported MLIP on a data file")
     tree.add("data", "generate", _gen_args, _gen,
              help="generate GFN2-xTB-labelled frames (perturbed + MD) from SMILES")
+    tree.add("data", "pubchemqcr", *_lazy("scifm.mlip.pubchemqcr.generate"),
+             help="generate PubChemQCR-format relaxation trajectories (xTB stages) into LMDB shards")
+    tree.add("convert", "pubchemqcr", *_lazy("scifm.mlip.pubchemqcr.convert"),
+             help="convert PubChemQCR LMDB shards to the atomistic HDF5 spec")
+    tree.add("relax", None, *_lazy("scifm.mlip.relax"),
+             help="relax molecules with an MLIP and compare with reference minima")

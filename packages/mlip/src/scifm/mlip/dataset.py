@@ -18,7 +18,12 @@ OPTIONAL_LABELS = ("stress", "charges", "dipole")
 
 
 def open_frames(path: str | Path) -> list:
-    """Read a training file: ``.extxyz``/``.xyz`` through ASE or an atomistic ``.h5``. Validated."""
+    """Read a training file: ``.extxyz``/``.xyz`` through ASE, an atomistic ``.h5``, or a PubChemQCR
+    LMDB spec ``pubchemqcr:PATH?stage=1st&split=train`` (see ``scifm/mlip/pubchemqcr/README.md``). Validated."""
+    if str(path).startswith("pubchemqcr:"):
+        from scifm.mlip.pubchemqcr.reader import open_pubchemqcr
+
+        return open_pubchemqcr(str(path))
     path = Path(str(path))
     if path.suffix in (".h5", ".hdf5"):
         ds = AtomisticH5(path)
