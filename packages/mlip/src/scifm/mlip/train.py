@@ -112,7 +112,7 @@ def _parse_model_config(value) -> dict:
 def train_mlip(args) -> dict:
     """Run the whole job; returns the metrics dict written to ``OUT/metrics.json``."""
     from scifm.core.train import fit, seed_everything
-    from scifm.core.train.fit import read_metrics_csv
+    from scifm.core.train import read_metrics_csv
     from scifm.mlip.dataset import GraphDataset, make_loader, open_frames
     from scifm.mlip.export import export_potential
     from scifm.mlip.models.registry import available_models, build_model
