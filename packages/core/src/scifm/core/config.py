@@ -15,7 +15,7 @@ import yaml
 from scifm.core.errors import ConfigError
 
 # Flags that steer the CLI itself and never come from a config file.
-RESERVED = {"config", "print_config", "debug", "func"}
+RESERVED = {"config", "print_config", "debug", "func", "verb", "noun"}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -14,10 +14,31 @@ from scifm.core.errors import ConfigError, DataError
 from scifm.core.train import Task
 
 LABEL_WEIGHTS = ("energy", "forces", "stress", "charges", "dipole")
+KCAL_PER_MOL_IN_EV = 0.0433641043  # eV
+DEBYE_PER_E_ANGSTROM = 4.80320471
+
+
+def bamboo_loss_weights(forces_weight: float = 10.0) -> dict[str, float]:
+    """BAMBOO's loss weights converted to our units and to our force weight.
+
+    The anchor uses 0.3·MSE_F [(kcal/mol/Å)²] + 10·MSE_q [e²] + 10·MSE_μ [D²] + 300·mean|F_qeq|² [(kcal/mol/Å)²].
+    In eV/Å a force MSE is (0.04336)² times smaller, so its force weight is 0.3/0.04336² ≈ 159.5 per (eV/Å)²;
+    a dipole MSE in (e·Å)² is 4.803² times smaller than in D². Rescaling everything so that the force weight
+    equals ``forces_weight`` (ours, default 10) gives, for forces_weight = 10: charges ≈ 0.63 e⁻²,
+    dipole ≈ 14.5 (e·Å)⁻², qeq ≈ 1.0e4 (eV/Å)⁻². The energy weight keeps its own meaning (per-atom MSE).
+    """
+    per_force = float(forces_weight) / (0.3 / KCAL_PER_MOL_IN_EV**2)
+    return {
+        "charges": 10.0 * per_force,
+        "dipole": 10.0 * DEBYE_PER_E_ANGSTROM**2 * per_force,
+        "qeq": 300.0 / KCAL_PER_MOL_IN_EV**2 * per_force,
+    }
 
 
 class MLIPTask(Task):
     """Loss = Σ_k w_k · MSE_k with per-atom energies; logs MAEs in eV and eV/Å."""
+
+    grad_in_eval = True  # forces = -dE/dx need autograd in validation and test too
 
     def __init__(self, potential, weights: dict[str, float], **task_kwargs):
         super().__init__(potential, **task_kwargs)
@@ -47,9 +68,16 @@ class MLIPTask(Task):
             total = total + w["charges"] * (dq**2).mean()
             logs["charges_mae"] = dq.abs().mean().detach()
         if "dipole" in w and "dipole" in out and "dipole" in batch:
-            dd = out["dipole"] - batch.dipole
-            total = total + w["dipole"] * (dd**2).mean()
-            logs["dipole_mae"] = dd.abs().mean().detach()
+            ok = torch.isfinite(out["dipole"]).all(dim=-1)  # models give NaN for periodic graphs
+            if bool(ok.any()):
+                dd = out["dipole"][ok] - batch.dipole[ok]
+                total = total + w["dipole"] * (dd**2).mean()
+                logs["dipole_mae"] = dd.abs().mean().detach()
+        if "qeq" in w and "qeq_forces" in out:
+            # BAMBOO's regulariser: the force from the charges' response to the geometry -> 0
+            fq = out["qeq_forces"]
+            total = total + w["qeq"] * (fq**2).sum(dim=-1).mean()
+            logs["qeq_force_rms"] = (fq**2).sum(dim=-1).mean().sqrt().detach()
         return total, logs
 
 
@@ -81,7 +109,10 @@ def _loss_weights(args, labels: set[str]) -> dict[str, float]:
     weights = {k: float(getattr(args, f"{k}_weight")) for k in LABEL_WEIGHTS}
     for k in ("charges", "dipole", "stress"):
         if weights[k] > 0 and k not in labels:
-            warnings.warn(f"training data has no '{k}' labels on every frame: {k} loss switched off", stacklevel=2)
+            # Stress is absent from every molecular data set: switching it off is the normal case.
+            if k != "stress":
+                warnings.warn(f"training data has no '{k}' labels on every frame: {k} loss switched off",
+                              stacklevel=2)
             weights[k] = 0.0
     return weights
 
@@ -127,6 +158,7 @@ def train_mlip(args) -> dict:
         raise ConfigError(f"unknown model '{args.model}'; available: {', '.join(available_models())}")
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     seed_everything(args.seed)
+    _write_config(out / "config.yaml", args)
 
     train_path = args.train
     if train_path is None:
@@ -157,7 +189,9 @@ def train_mlip(args) -> dict:
     train_ds = GraphDataset(frames, cutoff, dtype=dtype)
     valid_ds = GraphDataset(valid, cutoff, dtype=dtype)
     test_ds = GraphDataset(test, cutoff, dtype=dtype)
-    weights = _loss_weights(args, train_ds.labels)
+    weights = _loss_weights(args, train_ds.labels, model)
+    if weights["qeq"] > 0:
+        model.qeq_forces = True  # the model then returns qeq_forces (second-order autograd in training)
 
     potential = Potential(model)
     potential.fit_statistics(train_ds.graphs)
@@ -182,6 +216,8 @@ def train_mlip(args) -> dict:
         return {}
 
     final = task.averaged_model()
+    if hasattr(final.model, "qeq_forces"):
+        final.model.qeq_forces = False
     meta = {"train_file": str(train_path), "n_train": len(train_ds), "seed": args.seed, "dtype": args.dtype}
     export_potential(final, out / "model", meta=meta)
     pred = predict(final, make_loader(test_ds, args.batch_size, False))
@@ -229,6 +265,16 @@ def evaluate_mlip(args) -> dict:
     parity_plot(out.with_name(out.stem + "_parity.png"), pred["e_ref"], pred["e_pred"], pred["n_atoms"],
                 pred["f_ref"], pred["f_pred"], title=f"{args.model} on {Path(args.data).name}")
     return metrics
+
+
+def _write_config(path: Path, args) -> None:
+    """The resolved config (defaults < --config file < flags), reusable as ``--config``."""
+    import yaml
+
+    from scifm.core.config import to_dict
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(args), sort_keys=True))
 
 
 def _is_global_zero() -> bool:
