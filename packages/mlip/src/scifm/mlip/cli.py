@@ -16,16 +16,24 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="painn", help="model name from the registry")
     p.add_argument("--model-config", default=None, help="YAML/JSON file or inline mapping: width, layers, l_max...")
     p.add_argument("--cutoff", type=float, default=5.0, help="cutoff radius (Å)")
-    p.add_argument("--max-epochs", type=int, default=60)
-    p.add_argument("--max-time", type=float, default=None, help="stop training after this many minutes")
+    p.add_argument("--max-epochs", type=int, default=40)
+    p.add_argument("--max-time", type=float, default=8.0,
+                   help="stop training after this many minutes (a safety cap; 0 = none)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--scheduler", choices=["plateau", "cosine", "none"], default="cosine")
     p.add_argument("--ema-decay", type=float, default=0.99, help="0 disables EMA")
     p.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
     p.add_argument("--grad-clip", type=float, default=10.0)
-    for k, w in (("energy", 1.0), ("forces", 10.0), ("stress", 1.0), ("charges", 0.0), ("dipole", 0.0)):
+    for k, w in (("energy", 1.0), ("forces", 10.0), ("stress", 1.0)):
         p.add_argument(f"--{k}-weight", type=float, default=w, help=f"loss weight of {k}")
+    for k, unit in (("charges", "e"), ("dipole", "e·Å")):
+        p.add_argument(f"--{k}-weight", type=float, default=None,
+                       help=f"loss weight of {k} ({unit}); default: BAMBOO's weight in eV units for "
+                            "charge-predicting models (see scifm.mlip.train.bamboo_loss_weights), else 0")
+    p.add_argument("--qeq-weight", type=float, default=0.0,
+                   help="BAMBOO's QEq-force regulariser (charge-predicting models; the anchor's value "
+                        "is ~1e4 at --forces-weight 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--out", default="runs/mlip", help="run directory")

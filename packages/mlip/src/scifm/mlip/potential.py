@@ -1,9 +1,14 @@
 """Potential: an energy model plus reference energies and scale/shift; forces and stress by autograd.
 
-    E_i = scale * node_energy_i + shift + atom_ref[Z_i]       (eV)
-    E   = sum_i E_i,   F = -dE/dr,   sigma = (1/V) dE/d(eps)   (ASE sign, eV/Å^3)
+    E_i = scale * node_energy_i + shift + atom_ref[Z_i] + physics_node_energy_i       (eV)
+    E   = sum_i E_i + graph_energy,   F = -dE/dr,   sigma = (1/V) dE/d(eps)   (ASE sign, eV/Å^3)
 
 where eps is a symmetric displacement gradient applied to positions and cell (``scifm.core.graph.strained``).
+
+Physics hook: a model may return, besides ``node_energy`` (scaled), the *unscaled* terms
+``physics_node_energy`` [N] (eV, e.g. per-atom Coulomb and charge-equilibration energies; keeps
+``node_energy`` summing to the energy) and/or ``graph_energy`` [B] (eV, added to the graph energies only).
+Physical terms must not be scaled by the statistics fitted to the short-range network.
 """
 
 from __future__ import annotations
@@ -164,12 +169,22 @@ class Potential(nn.Module):
             else:
                 pos_s, cell_s = pos, cell
             graph = copy.copy(data)
+            # models that need positions or the cell (long-range terms, dipoles) see the (strained,
+            # differentiable) ones, so their energy contributes to forces and stress as well
+            graph.pos = pos_s
+            graph.cell = cell_s
             graph.edge_vec = edge_vectors(pos_s, cell_s, data.shifts, data.edge_index, batch)
             graph.batch = batch
             graph.num_graphs = n_graphs
             out = dict(self.model(graph))
             node_energy = self.scale * out.pop("node_energy") + self.shift + self.atom_ref[data.z]
+            physics = out.pop("physics_node_energy", None)
+            if physics is not None:
+                node_energy = node_energy + physics
             energy = scatter_sum(node_energy, batch, dim=0, dim_size=n_graphs)
+            graph_energy = out.pop("graph_energy", None)
+            if graph_energy is not None:
+                energy = energy + graph_energy
             result = {"energy": energy, "node_energy": node_energy, **out}
             if inputs:
                 grads = self._grad(energy, inputs)

@@ -21,7 +21,8 @@ DEBYE_PER_E_ANGSTROM = 4.80320471
 def bamboo_loss_weights(forces_weight: float = 10.0) -> dict[str, float]:
     """BAMBOO's loss weights converted to our units and to our force weight.
 
-    The anchor uses 0.3·MSE_F [(kcal/mol/Å)²] + 10·MSE_q [e²] + 10·MSE_μ [D²] + 300·mean|F_qeq|² [(kcal/mol/Å)²].
+    The anchor uses 0.3·MSE_F [(kcal/mol/Å)²] + 10·MSE_q [e²] + 10·MSE_μ [D²]
+    + 300·mean|F_qeq|² [(kcal/mol/Å)²].
     In eV/Å a force MSE is (0.04336)² times smaller, so its force weight is 0.3/0.04336² ≈ 159.5 per (eV/Å)²;
     a dipole MSE in (e·Å)² is 4.803² times smaller than in D². Rescaling everything so that the force weight
     equals ``forces_weight`` (ours, default 10) gives, for forces_weight = 10: charges ≈ 0.63 e⁻²,
@@ -105,8 +106,20 @@ def _split_frames(frames, fractions: dict[str, float], seed: int):
     return {name: [frames[i] for i in ix] for name, ix in idx.items()}
 
 
-def _loss_weights(args, labels: set[str]) -> dict[str, float]:
-    weights = {k: float(getattr(args, f"{k}_weight")) for k in LABEL_WEIGHTS}
+def _loss_weights(args, labels: set[str], model=None) -> dict[str, float]:
+    """Per-property loss weights. Charges/dipole weights left unset (None) default to BAMBOO's weights
+    (``bamboo_loss_weights``) for charge-predicting models, else to 0; the QEq weight defaults to 0."""
+    predicts_charges = bool(getattr(model, "predicts_charges", False))
+    defaults = bamboo_loss_weights(float(args.forces_weight)) if predicts_charges else {}
+    weights = {}
+    for k in LABEL_WEIGHTS:
+        value = getattr(args, f"{k}_weight", None)
+        weights[k] = float(defaults.get(k, 0.0) if value is None else value)
+    weights["qeq"] = float(getattr(args, "qeq_weight", None) or 0.0)
+    for k in ("charges", "dipole", "qeq"):
+        if weights[k] > 0 and not predicts_charges:
+            warnings.warn(f"model '{args.model}' predicts no charges: {k} loss switched off", stacklevel=2)
+            weights[k] = 0.0
     for k in ("charges", "dipole", "stress"):
         if weights[k] > 0 and k not in labels:
             # Stress is absent from every molecular data set: switching it off is the normal case.
@@ -142,8 +155,7 @@ def _parse_model_config(value) -> dict:
 
 def train_mlip(args) -> dict:
     """Run the whole job; returns the metrics dict written to ``OUT/metrics.json``."""
-    from scifm.core.train import fit, seed_everything
-    from scifm.core.train import read_metrics_csv
+    from scifm.core.train import fit, read_metrics_csv, seed_everything
     from scifm.mlip.dataset import GraphDataset, make_loader, open_frames
     from scifm.mlip.export import export_potential
     from scifm.mlip.models.registry import available_models, build_model
@@ -158,7 +170,6 @@ def train_mlip(args) -> dict:
         raise ConfigError(f"unknown model '{args.model}'; available: {', '.join(available_models())}")
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     seed_everything(args.seed)
-    _write_config(out / "config.yaml", args)
 
     train_path = args.train
     if train_path is None:
@@ -190,6 +201,8 @@ def train_mlip(args) -> dict:
     valid_ds = GraphDataset(valid, cutoff, dtype=dtype)
     test_ds = GraphDataset(test, cutoff, dtype=dtype)
     weights = _loss_weights(args, train_ds.labels, model)
+    # Only now, with every input validated, does the run directory get created.
+    _write_config(out / "config.yaml", args)
     if weights["qeq"] > 0:
         model.qeq_forces = True  # the model then returns qeq_forces (second-order autograd in training)
 
@@ -211,7 +224,7 @@ def train_mlip(args) -> dict:
         logger=args.logger, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         accelerator=args.accelerator, resume=args.resume, early_stopping_patience=args.patience,
         grad_clip=args.grad_clip, dtype=args.dtype, progress=not args.no_progress,
-        max_time_s=None if args.max_time is None else 60.0 * float(args.max_time))
+        max_time_s=60.0 * float(args.max_time) if args.max_time else None)
     if not _is_global_zero():
         return {}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import random
 import secrets
@@ -104,6 +105,16 @@ def _as_float(x: Any) -> float | None:
     return float(x.item() if isinstance(x, torch.Tensor) else x)
 
 
+def _quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter (accelerator probes, product tips) and a known deprecation
+    notice of its own out of users' terminals; real warnings still show."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
 def fit(
     task: Task,
     train_loader,
@@ -144,6 +155,7 @@ def fit(
     "global_step", "best_checkpoint", "best_score", "monitor", "last_checkpoint", "resumed_from",
     "stopped_early", "world_size", "seed", "dtype"}; rank 0 also writes it to run_dir/fit_summary.json.
     """
+    _quiet_lightning()
     # ---- validate everything before doing any work
     if not isinstance(task, Task):
         raise ConfigError(f"fit: task must be a scifm.core.train.Task, got {type(task).__name__}")
