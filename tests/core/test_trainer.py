@@ -243,7 +243,7 @@ import sys, time, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 import lightning as L
-from test_train import Regression, loaders, mlp
+from test_trainer import Regression, loaders, mlp
 from scifm.core.train import fit
 
 class Slow(L.Callback):
@@ -361,7 +361,7 @@ DDP_SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
-from test_train import Regression, loaders, mlp
+from test_trainer import Regression, loaders, mlp
 from scifm.core.train import fit
 
 train, val = loaders(n_train=64, batch=8)
