@@ -7,7 +7,8 @@ Steps (all with the repo's own code):
   over the
      budget);
   3. train one FNO per pre-training set for ``B / 3`` seconds each: the same wall time as DPOT's per-dataset
-     share (DPOT saw three datasets in B seconds);
+     share (DPOT saw three datasets in B seconds); the same batch per dataset too (FNO ``batch`` windows of
+     its set per step, DPOT ``batch`` windows of each of the three sets per step);
   4. fine-tune on 10 % of the held-out trajectories for ``B / 4`` seconds: pre-trained DPOT vs the same DPOT
      from scratch (and an FNO as a reference), same budget each;
   5. evaluate L2RE (relative L2 over the whole rollout per channel, averaged; anchor §4.1) on the last 10 % of
@@ -239,10 +240,13 @@ def main(argv=None) -> int:
         seed=args.seed,
     )
     g = torch.Generator().manual_seed(args.seed)
+    # The same batch per dataset for both models: each FNO draws ``batch`` windows of its dataset per step,
+    # DPOT draws ``batch`` per dataset of the mixture (len(pre) * batch windows per step).
+    dpot_batch = s["batch"] * len(pre)
     hist = {
         "dpot_pretrain": train_budgeted(
             dpot,
-            lambda: mix.sample_batch(s["batch"], g),
+            lambda: mix.sample_batch(dpot_batch, g),
             max_time_s=s["pretrain_s"],
             noise_scale=args.noise_scale,
             seed=args.seed,
@@ -363,7 +367,12 @@ def main(argv=None) -> int:
             note="FNO gets DPOT's per-dataset share of the pre-training wall time (pretrain / 3); "
             "fine-tuning runs (pretrained, scratch, FNO) get pretrain / 4 each",
         ),
-        settings={k: v for k, v in s.items() if k not in ("pretrain_s", "fno_s", "finetune_s")},
+        settings={k: v for k, v in s.items() if k not in ("pretrain_s", "fno_s", "finetune_s")}
+        | dict(
+            dpot_pretrain_batch=dpot_batch,
+            batch_note="batch = windows per dataset per step: each FNO and each fine-tuning run draws "
+            "`batch`, DPOT pre-training draws `batch` per mixture dataset",
+        ),
         noise_scale=args.noise_scale,
         dpot_config=cfg.to_dict(),
         dpot_parameters=sum(p.numel() for p in dpot.parameters()),

@@ -51,6 +51,37 @@ def test_rollout_appends_predictions_and_keeps_padding():
     assert out.shape == (1, 4, 4, 5, 2) and torch.all(out[..., 0] == 2.0)
 
 
+class DriftsOnPadding(torch.nn.Module):
+    """Channel 0: last frame plus (channel 1 - 1), so it stays put only while the padded channel 1 reads its
+    constant 1; channel 1: an untrained-looking value (the loss never sees padded channels)."""
+
+    def __init__(self, t=3):
+        super().__init__()
+        self.config = type("C", (), {"in_timesteps": t, "in_channels": 2, "img_size": 8})()
+
+    def forward(self, x):
+        last = x[..., -1:, :]
+        return torch.cat([last[..., :1] + (last[..., 1:] - 1.0), torch.full_like(last[..., 1:], 7.0)], -1)
+
+
+def test_rollout_feeds_back_padding_not_predicted_padding():
+    # Regression: the model's (untrained) prediction for a padded channel used to be appended to the window,
+    # so the 1-channel sets drifted step after step.
+    x = torch.ones(1, 4, 4, 3, 2)
+    x[..., 0] = 2.0
+    out = rollout(DriftsOnPadding(), x, 5, n_real=1)
+    assert torch.all(out[..., 0] == 2.0) and torch.all(out[..., 1] == 1.0)
+    drifted = rollout(DriftsOnPadding(), x, 5)  # without n_real every channel is fed back as predicted
+    assert not torch.all(drifted[..., 0] == 2.0)
+
+
+def test_evaluate_file_keeps_padded_channels(make_file):
+    fill = torch.full((2, 4, 4, 7, 1), 2.0).numpy()
+    path = make_file("const.h5", fill.shape, fill=fill)
+    r = evaluate_file(DriftsOnPadding(), path)
+    assert r["horizon"] == 4 and r["l2re"] == pytest.approx(0.0, abs=1e-7)
+
+
 def test_export_round_trip(tmp_path):
     torch.manual_seed(0)
     m = DPOT(make_config("tiny")).eval()

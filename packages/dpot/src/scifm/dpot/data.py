@@ -392,9 +392,11 @@ class MixtureDataset(torch.utils.data.Dataset):
             sel = np.flatnonzero(ks == k)
             T = self.tensors[k].shape[-2]
             t0 = torch.randint(T - win + 1, (sel.size,), generator=generator)
-            tid = (t0[:, None] + torch.arange(win)[None]).to(self.device)  # [b, win]
+            # non_blocking: a blocking host-to-GPU copy synchronises the stream, so the CPU would wait for the
+            # previous step to finish before queueing this one (the training loop would never overlap)
+            tid = (t0[:, None] + torch.arange(win)[None]).to(self.device, non_blocking=True)  # [b, win]
             js = torch.randint(self.tensors[k].shape[0], (sel.size,), generator=generator)
-            traj = self.tensors[k][js.to(self.device)]  # [b, X, Y, T, C]
+            traj = self.tensors[k][js.to(self.device, non_blocking=True)]  # [b, X, Y, T, C]
             idx = tid[:, None, None, :, None].expand(-1, *traj.shape[1:3], -1, traj.shape[-1])
             w = torch.gather(traj, 3, idx)
             xs.append(w[..., : self.t_in, :])

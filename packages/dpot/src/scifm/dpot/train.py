@@ -10,6 +10,8 @@ Two ways to train the same ``loss``:
 
 Loss (anchor §2.3): per sample and active channel ``||pred - y|| / ||y||`` over all grid points and target
 frames, averaged over the sample's active channels, then averaged (the anchor sums) over the batch.
+Deviation: the anchor's training mask also covers the padded constant-1 channels; ours does not, so a
+model's padded-channel outputs are untrained and rollouts must feed the padding back (``rollout(n_real=)``).
 Optimiser (anchor §2.5): Adam with coupled L2 weight decay 1e-6, betas (0.9, 0.9), OneCycle with
 ``div_factor = final_div_factor = 1e4`` and 20 % warm-up; we do not cycle beta1.
 """
