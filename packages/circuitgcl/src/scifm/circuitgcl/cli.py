@@ -24,7 +24,7 @@ from .graph import ANCHOR, SKY130, FeatureScaler, LabelSpec
 from .losses import CLASS_LOSSES, REGRESSION_LOSSES
 from .models import CircuitGNN
 from .sgrl import SGRL, SGRLConfig
-from .tasks import TrainConfig, Trained, evaluate, fit_circuitgcl
+from .tasks import TrainConfig, Trained, evaluate, fit_circuitgcl, model_arch
 
 LABEL_SPECS = {"sky130": SKY130, "anchor": ANCHOR}
 
@@ -73,6 +73,25 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--sigma", type=float, default=0.1, help="Balanced-MSE noise sigma (label units)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cc-floor",
+        type=float,
+        default=0.0,
+        help="drop coupling targets below this many farads in every design (common extraction threshold)",
+    )
+    p.add_argument(
+        "--val-designs",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="training designs (file stems) used only for model selection (default: 20%% random targets)",
+    )
+    p.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
+    p.add_argument(
+        "--sgrl-transductive",
+        action="store_true",
+        help="SGRL also sees the unlabelled test graphs (the anchor code's protocol)",
+    )
 
 
 def configure_eval(p: argparse.ArgumentParser) -> None:
@@ -86,14 +105,7 @@ def _save(trained: Trained, out: Path) -> None:
     cfg = trained.cfg
     common = {"train_config": cfg.to_dict(), "scaler": trained.scaler.state()}
     for task, model in (("edge", trained.edge_model), ("node", trained.node_model)):
-        arch = {
-            "task": task,
-            "hidden": cfg.hidden,
-            "layers": cfg.layers,
-            "dropout": cfg.dropout,
-            "sgrl_dim": cfg.sgrl.dim if trained.sgrl else 0,
-            "use_stats": cfg.use_stats,
-        }
+        arch = model_arch(task, cfg, cfg.sgrl.dim if trained.sgrl else 0)
         save_model(
             out / task,
             name="circuitgcl.CircuitGNN",
@@ -170,9 +182,16 @@ def run_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         sigma=args.sigma,
         seed=args.seed,
+        cc_floor=args.cc_floor,
+        val_designs=list(args.val_designs),
+        patience=args.patience,
+        sgrl_transductive=args.sgrl_transductive,
         sgrl=SGRLConfig(epochs=args.sgrl_epochs),
     )
-    trained = fit_circuitgcl(train, cfg, log=print)
+    try:
+        trained = fit_circuitgcl(train, cfg, log=print, unlabelled=test)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     result = evaluate(trained.edge_model, trained.node_model, trained.batches(test))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,13 @@ class GraphSAGE(nn.Module):
 
 
 class CircuitGNN(nn.Module):
-    """Task ``edge``: pred [M] for pairs ``pairs`` [2, M]; task ``node``: logits [N, n_classes]."""
+    """Task ``edge``: pred [M] for pairs ``pairs`` [2, M]; task ``node``: logits [N, n_classes].
+
+    Edge heads: ``concat`` is the anchor's head(h_a || h_b); it depends on which endpoint is listed first,
+    which for net-net pairs is an arbitrary index order, so the same pair gets two different predictions.
+    ``sym`` (default) uses head(h_a + h_b || h_a * h_b || pair_x), invariant to swapping the endpoints;
+    ``pair_x`` [M, pair_dim] are topological pair descriptors (``graph.pair_features``).
+    """
 
     def __init__(
         self,
@@ -85,18 +91,32 @@ class CircuitGNN(nn.Module):
         use_stats: bool = True,
         n_classes: int = 5,
         head_layers: int = 2,
+        edge_head: str = "concat",
+        pair_dim: int = 0,
     ):
         super().__init__()
         if task not in ("edge", "node"):
             raise ValueError(f"task must be 'edge' or 'node', not {task!r}")
-        self.task = task
+        if edge_head not in ("concat", "sym"):
+            raise ValueError(f"edge_head must be 'concat' or 'sym', not {edge_head!r}")
+        self.task, self.edge_head, self.pair_dim = task, edge_head, pair_dim
         self.input = NodeInput(hidden, sgrl_dim, use_stats)
         d = self.input.out_dim
         self.backbone = GraphSAGE(d, layers, dropout)
-        self.head = mlp(2 * d, d, 1, head_layers) if task == "edge" else mlp(d, d, n_classes, head_layers)
+        if task == "edge":
+            self.head = mlp(2 * d + pair_dim, d, 1, head_layers, dropout if edge_head == "sym" else 0.0)
+        else:
+            self.head = mlp(d, d, n_classes, head_layers)
 
-    def forward(self, x, node_type, pin_type, rail, edge_index, emb=None, pairs=None):
+    def forward(self, x, node_type, pin_type, rail, edge_index, emb=None, pairs=None, pair_x=None):
         h = self.backbone(self.input(x, node_type, pin_type, rail, emb), edge_index)
-        if self.task == "edge":
-            return self.head(torch.cat([h[pairs[0]], h[pairs[1]]], dim=-1)).squeeze(-1)
-        return self.head(h)
+        if self.task == "node":
+            return self.head(h)
+        a, b = h[pairs[0]], h[pairs[1]]
+        if self.edge_head == "concat":
+            z = torch.cat([a, b], dim=-1)
+        else:
+            z = torch.cat([a + b, a * b], dim=-1)
+        if self.pair_dim:
+            z = torch.cat([z, pair_x.to(z)], dim=-1)
+        return self.head(z).squeeze(-1)
