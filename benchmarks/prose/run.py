@@ -1,0 +1,275 @@
+"""Prose benchmarks: alanine dipeptide (single system) and transferability over dipeptides.
+
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE uv run python benchmarks/prose/run.py --quick  # minutes
+    uv run python benchmarks/prose/run.py --suite ad --platform CUDA --device cuda  # GPU machine
+    uv run python benchmarks/prose/run.py --suite transfer --workers 16  # many cores
+
+Full settings (issue 6): Ace-A-Nme reference MD >= 5 ns (frames every 1 ps), 10^4 proposals, targets
+ESS >= 0.05 and torus W2 <= 0.3 after SNIS; transferability: >= 30 training dipeptides x >= 1 ns, zero-shot
+SNIS on >= 5 unseen dipeptides (each with its own 1 ns reference), target ESS >= 0.01. `--quick` shrinks
+everything to check the pipeline; its numbers say nothing about quality. Writes
+benchmarks/results/prose/<name>-<UTC time>.json (schema scifm-bench/1) and keeps run folders in --workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+COLUMNS = {
+    "ess": {"better": "higher", "unit": "", "label": "SNIS ESS"},
+    "energy_w2": {"better": "lower", "unit": "kT", "label": "E-W2"},
+    "torus_w2": {"better": "lower", "unit": "rad", "label": "T-W2"},
+    "tica_w2": {"better": "lower", "unit": "", "label": "TICA-W2"},
+    "macrostate_jsd": {"better": "lower", "unit": "bits", "label": "JSD"},
+    "wrong_chirality_fraction": {"better": "lower", "unit": "", "label": "wrong chir."},
+    "wall_time_s": {"better": None, "unit": "s", "label": "sampling time"},
+}
+
+
+def sci_fm(*args: str) -> None:
+    from scifm.cli.main import main
+
+    print("$ sci-fm " + " ".join(args), flush=True)
+    rc = main(list(args))
+    if rc not in (0, None):
+        raise SystemExit(f"sci-fm {' '.join(args)} failed with {rc}")
+
+
+def bench_ad(a, wd: Path) -> list[dict]:
+    q = a.quick
+    data = wd / "ad.h5"
+    frames, interval, warm = (400, 100, 2000) if q else (a.ad_ns * 1000, 1000, 50_000)
+    if not data.is_file():
+        sci_fm(
+            "data",
+            "peptides",
+            "--sequences",
+            "Ace-A-Nme",
+            "--frames",
+            str(frames),
+            "--interval-steps",
+            str(interval),
+            "--warmup-steps",
+            str(warm),
+            "--out",
+            str(data),
+            "--platform",
+            a.platform,
+            "--no-progress",
+        )
+    run = wd / "ad_run"
+    sci_fm(
+        "train",
+        "prose",
+        "--data",
+        str(data),
+        "--run-dir",
+        str(run),
+        "--size",
+        "tiny" if q else a.size,
+        "--max-epochs",
+        str(3 if q else a.epochs),
+        "--batch-size",
+        str(32 if q else 256),
+        "--lr",
+        str(1e-3 if q else 5e-4),
+        "--device",
+        a.device,
+        "--no-progress",
+        "--seed",
+        str(a.seed),
+    )
+    out = wd / "ad_snis"
+    sci_fm(
+        "sample",
+        "prose",
+        "--model",
+        str(run),
+        "--sequence",
+        "Ace-A-Nme",
+        "--n",
+        str(500 if q else 10_000),
+        "--method",
+        "snis",
+        "--reference",
+        str(data),
+        "--out",
+        str(out),
+        "--workers",
+        str(a.workers),
+        "--metric-points",
+        str(500 if q else 5000),
+        "--seed",
+        str(a.seed),
+        "--device",
+        a.device,
+    )
+    m = json.loads((out / "metrics.json").read_text())
+    row = {"task": "Ace-A-Nme", "method": "snis", **{k: m.get(k) for k in COLUMNS}}
+    row["passes"] = bool(
+        m["ess"] is not None and m["ess"] >= 0.05 and m["torus_w2"] is not None and m["torus_w2"] <= 0.3
+    )
+    return [row]
+
+
+def _dipeptides(n: int, seed: int) -> list[str]:
+    import numpy as np
+
+    letters = sorted("ACDEFGHIKLMNPQRSTVWY")
+    pairs = [x + y for x in letters for y in letters]
+    rng = np.random.default_rng(seed)
+    return [pairs[i] for i in rng.permutation(len(pairs))[:n]]
+
+
+def bench_transfer(a, wd: Path) -> list[dict]:
+    q = a.quick
+    n_train, n_test = (3, 1) if q else (a.n_train, a.n_test)
+    seqs = _dipeptides(n_train + n_test, a.seed)
+    train, test = seqs[:n_train], seqs[n_train:]
+    frames, interval, warm = (60, 100, 1000) if q else (a.transfer_ns * 1000, 1000, 50_000)
+    data = wd / "dipeptides.h5"
+    if not data.is_file():
+        sci_fm(
+            "data",
+            "peptides",
+            "--sequences",
+            *seqs,
+            "--frames",
+            str(frames),
+            "--interval-steps",
+            str(interval),
+            "--warmup-steps",
+            str(warm),
+            "--out",
+            str(data),
+            "--workers",
+            str(a.workers),
+            "--platform",
+            a.platform,
+            "--no-progress",
+        )
+    run = wd / "transfer_run"
+    sci_fm(
+        "train",
+        "prose",
+        "--data",
+        str(data),
+        "--run-dir",
+        str(run),
+        "--systems",
+        *train,
+        "--val-fraction",
+        "0.05",
+        "--size",
+        "tiny" if q else a.size,
+        "--max-epochs",
+        str(2 if q else a.epochs),
+        "--batch-size",
+        str(32 if q else 256),
+        "--device",
+        a.device,
+        "--no-progress",
+        "--seed",
+        str(a.seed),
+    )
+    rows = []
+    for s in test:
+        out = wd / f"zero_shot_{s}"
+        sci_fm(
+            "sample",
+            "prose",
+            "--model",
+            str(run),
+            "--sequence",
+            s,
+            "--n",
+            str(300 if q else 10_000),
+            "--method",
+            "snis",
+            "--reference",
+            str(data),
+            "--out",
+            str(out),
+            "--workers",
+            str(a.workers),
+            "--metric-points",
+            str(300 if q else 5000),
+            "--seed",
+            str(a.seed),
+            "--device",
+            a.device,
+        )
+        m = json.loads((out / "metrics.json").read_text())
+        rows.append(
+            {
+                "task": f"zero-shot {s}",
+                "method": "snis",
+                **{k: m.get(k) for k in COLUMNS},
+                "passes": bool(m["ess"] is not None and m["ess"] >= 0.01),
+            }
+        )
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--suite", default="all", choices=["all", "ad", "transfer"])
+    p.add_argument("--workdir", default=None, help="run folders (default: a temporary folder under /tmp)")
+    p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "prose"))
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "auto"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--size", default="base", help="flow size for the full runs (tiny/small/base/medium/paper)"
+    )
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--ad-ns", type=int, default=5)
+    p.add_argument("--transfer-ns", type=int, default=1)
+    p.add_argument("--n-train", type=int, default=30)
+    p.add_argument("--n-test", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    import tempfile
+
+    import torch
+
+    from scifm.core.provenance import utc_timestamp, write_record
+
+    torch.set_num_threads(1)
+    wd = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="prose-bench-"))
+    wd.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = []
+    if a.suite in ("all", "ad"):
+        rows += bench_ad(a, wd)
+    if a.suite in ("all", "transfer"):
+        rows += bench_transfer(a, wd)
+    wall = time.perf_counter() - t0
+    name = ("quick" if a.quick else "full") + f"-{a.suite}"
+    stamp = utc_timestamp().replace(":", "")
+    path = write_record(
+        Path(a.results) / f"{name}-{stamp}.json",
+        suite="prose",
+        name=name,
+        title="Prose: alanine dipeptide SNIS and zero-shot dipeptides",
+        rows=rows,
+        columns=COLUMNS,
+        config=vars(a),
+        seed=a.seed,
+        wall_time_s=wall,
+        command=" ".join(sys.argv),
+    )
+    print(json.dumps(rows, indent=1))
+    print(f"record: {path} ({wall:.0f} s, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, workdir {wd})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,589 @@
+"""``sci-fm data peptides``, ``train prose``, ``sample prose``, ``finetune prose``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from scifm.core.errors import ConfigError, DataError
+
+
+def register(tree) -> None:
+    tree.add(
+        "data",
+        "peptides",
+        configure=_data_args,
+        run=run_data,
+        help="reference MD of peptides with OpenMM (data_specs/peptide_md HDF5)",
+    )
+    tree.add(
+        "train",
+        "prose",
+        configure=_train_args,
+        run=run_train,
+        help="train a Prose flow by maximum likelihood on peptide MD frames",
+    )
+    tree.add(
+        "sample",
+        "prose",
+        configure=_sample_args,
+        run=run_sample,
+        help="sample a peptide with a Prose flow: proposal, SNIS or SMC, with metrics and plots",
+    )
+    tree.add(
+        "finetune",
+        "prose",
+        configure=_finetune_args,
+        run=run_finetune,
+        help="self-improvement fine-tuning of a Prose flow on one (unseen) sequence",
+    )
+
+
+def write_json(path: str | Path, obj: dict) -> Path:
+    from scifm.core.io import atomic_output
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _clean(d: dict) -> dict:
+    """NaN/inf -> None so metrics.json is strict JSON."""
+    import math
+
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        elif isinstance(v, dict):
+            v = _clean(v)
+        out[k] = v
+    return out
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------------------------- data
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sequences", nargs="*", default=[], help="e.g. AK GY Ace-A-Nme (capped alanine dipeptide)"
+    )
+    p.add_argument("--sequences-file", default=None, help="text file, one sequence per line")
+    p.add_argument("--random", type=int, default=0, help="add this many random zwitterionic sequences")
+    p.add_argument("--min-length", type=int, default=2)
+    p.add_argument("--max-length", type=int, default=2)
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--frames", type=int, default=1000, help="frames per sequence (one per --interval-steps)")
+    p.add_argument("--warmup-steps", type=int, default=50_000)
+    p.add_argument("--interval-steps", type=int, default=1_000, help="MD steps between frames (1 fs each)")
+    p.add_argument("--timestep-fs", type=float, default=1.0)
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (one sequence each)")
+    p.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "auto"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def random_sequences(n: int, min_len: int, max_len: int, seed: int, exclude=()) -> list[str]:
+    import numpy as np
+
+    from scifm.prose.peptides import AA1_TO_3
+
+    letters = sorted(AA1_TO_3)
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    seen = set(exclude)
+    tries = 0
+    while len(out) < n and tries < 100 * n + 100:
+        tries += 1
+        s = "".join(rng.choice(letters, int(rng.integers(min_len, max_len + 1))))
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def run_data(args) -> int:
+    from scifm.prose.md import generate
+
+    names = list(args.sequences)
+    if args.sequences_file:
+        path = Path(args.sequences_file)
+        if not path.is_file():
+            raise DataError(path, "sequence file not found")
+        names += [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if args.random:
+        if not 2 <= args.min_length <= args.max_length <= 8:
+            raise ConfigError("--min-length/--max-length must satisfy 2 <= min <= max <= 8")
+        names += random_sequences(args.random, args.min_length, args.max_length, args.seed, exclude=names)
+    if not names:
+        raise ConfigError("no sequences given (use --sequences, --sequences-file or --random)")
+    summary = generate(
+        names,
+        args.out,
+        n_frames=args.frames,
+        seed=args.seed,
+        workers=args.workers,
+        platform=args.platform,
+        progress=not args.no_progress,
+        warmup_steps=args.warmup_steps,
+        frame_interval_steps=args.interval_steps,
+        timestep_fs=args.timestep_fs,
+    )
+    summary["ns_per_day_per_worker"] = (
+        summary["simulated_ns"] / max(sum(summary["per_system_wall_s"].values()), 1e-9) * 86400
+    )
+    write_json(Path(args.out).with_suffix(".json"), summary)
+    print(
+        f"wrote {args.out}: {len(names)} systems x {args.frames} frames, {summary['simulated_ns']:.3f} ns "
+        f"in {summary['wall_time_s']:.1f} s"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ train
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="data_specs/peptide_md HDF5 file")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--systems", nargs="*", default=None, help="train on these systems (default: all)")
+    p.add_argument(
+        "--val-systems",
+        nargs="*",
+        default=None,
+        help="hold these systems out for validation (default: last --val-fraction of each trajectory)",
+    )
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--stride", type=int, default=1, help="use every stride-th frame")
+    p.add_argument("--size", default="tiny", help="tiny, small, base, medium, paper")
+    p.add_argument("--channels", type=int, default=None)
+    p.add_argument("--num-blocks", type=int, default=None)
+    p.add_argument("--layers-per-block", type=int, default=None)
+    p.add_argument("--head-dim", type=int, default=None)
+    p.add_argument(
+        "--std-nm", type=float, default=None, help="coordinate scale (default: from training data)"
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=4e-4)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--max-epochs", type=int, default=10)
+    p.add_argument("--max-time-s", type=float, default=None)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--logger", default="csv", choices=["csv", "wandb"])
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_train(args) -> int:
+    import torch
+
+    from scifm.core.train import fit
+    from scifm.prose.data import FrameDataset, PeptideMDFile, collate, coordinate_std
+    from scifm.prose.tarflow import ProseFlow, make_config
+    from scifm.prose.train import ProseTask, export_run
+
+    _threads()
+    src = PeptideMDFile(args.data)  # validated before any work
+    names = args.systems or src.names
+    for n in names + (args.val_systems or []):
+        src.system(n)
+    if not 0 <= args.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    train_r, val_r = {}, {}
+    if args.val_systems:
+        train_r = {n: (0, None) for n in names if n not in args.val_systems}
+        val_r = {n: (0, None) for n in args.val_systems}
+    else:
+        for n in names:
+            F = src.info[n]["n_frames"]
+            cut = F - int(round(F * args.val_fraction))
+            train_r[n] = (0, cut)
+            if cut < F:
+                val_r[n] = (cut, None)
+    if not train_r:
+        raise ConfigError("no training systems left after removing --val-systems")
+    std = args.std_nm or coordinate_std(
+        [src.coordinates(n, lo, hi, args.stride) for n, (lo, hi) in train_r.items()]
+    )
+    cfg = make_config(
+        args.size,
+        channels=args.channels,
+        num_blocks=args.num_blocks,
+        layers_per_block=args.layers_per_block,
+        head_dim=args.head_dim,
+        std_nm=std,
+    )
+    torch.manual_seed(args.seed)
+    model = ProseFlow(cfg)
+    train_ds = FrameDataset(src, train_r, std, stride=args.stride)
+    val_ds = FrameDataset(src, val_r, std, stride=args.stride) if val_r else None
+    g = torch.Generator().manual_seed(args.seed)
+    train_loader = torch.utils.data.DataLoader(
+        train_ds,
+        batch_size=args.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=g,
+        drop_last=len(train_ds) > args.batch_size,
+    )
+    val_loader = (
+        torch.utils.data.DataLoader(val_ds, batch_size=args.batch_size, collate_fn=collate)
+        if val_ds is not None and len(val_ds)
+        else None
+    )
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    task = ProseTask(
+        model,
+        optimizer={"name": "adamw", "lr": args.lr, "weight_decay": args.weight_decay, "betas": [0.9, 0.95]},
+        scheduler={
+            "name": "onecycle",
+            "max_lr": args.lr,
+            "pct_start": 0.05,
+            "div_factor": 500,
+            "final_div_factor": 1,
+        },
+        ema_decay=args.ema_decay if args.ema_decay else None,
+    )
+    run_dir = Path(args.run_dir)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False  # invertibility needs full fp32 matmuls
+    trainer = fit(
+        task,
+        train_loader,
+        val_loader,
+        run_dir=run_dir,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        logger=args.logger,
+        accelerator="gpu" if device.startswith("cuda") else "cpu",
+        progress=not args.no_progress,
+        max_time_s=args.max_time_s,
+        grad_clip=args.grad_clip,
+        dtype=args.dtype,
+    )
+    avg = task.averaged_model().cpu().float().eval()
+    meta = dict(
+        data=str(args.data),
+        systems=list(train_r),
+        val_systems=list(val_r),
+        std_nm=std,
+        force_fields=sorted({src.info[n]["force_field"] for n in train_r}),
+        fit=trainer.scifm_summary,
+    )
+    export_run(run_dir, avg, meta)
+    from scifm.core.train import read_metrics_csv
+
+    cols = read_metrics_csv(run_dir) if (run_dir / "logs" / "metrics.csv").is_file() else {}
+    last = {k: v[-1] for k, v in cols.items() if v and k.startswith(("train/", "val/"))}
+    metrics = dict(
+        n_parameters=avg.n_parameters(),
+        config=cfg.to_dict(),
+        n_train_frames=len(train_ds),
+        n_val_frames=len(val_ds) if val_ds is not None else 0,
+        std_nm=std,
+        fit=trainer.scifm_summary,
+        final=last,
+    )
+    write_json(run_dir / "metrics.json", _clean(metrics))
+    print(
+        f"trained Prose ({avg.n_parameters():,} parameters) on {len(train_ds)} frames -> {run_dir / 'model'}"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- sample
+def _common_sample_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="run directory of `sci-fm train prose` (or its model/)")
+    p.add_argument("--sequence", required=True, help="e.g. AK, or Ace-A-Nme for capped alanine dipeptide")
+    p.add_argument("--reference", default=None, help="peptide_md HDF5 with a reference MD of this sequence")
+    p.add_argument("--max-reference", type=int, default=10_000, help="reference frames used for metrics")
+    p.add_argument("--metric-points", type=int, default=3000, help="points per side in the exact W2 problems")
+    p.add_argument("--workers", type=int, default=1, help="processes for target energies")
+    p.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "auto"])
+    p.add_argument("--com-correction", default="chi3", choices=["chi3", "gaussian", "none"])
+    p.add_argument("--clip", type=float, default=0.002, help="fraction of largest log-weights dropped")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+
+def _sample_args(p: argparse.ArgumentParser) -> None:
+    _common_sample_args(p)
+    p.add_argument("--n", type=int, required=True, help="number of proposals (particles for SMC)")
+    p.add_argument("--method", default="snis", choices=["proposal", "snis", "smc"])
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--smc-steps", type=int, default=100)
+    p.add_argument("--smc-kernel", default="ula", choices=["ula", "mala"])
+    p.add_argument("--step-size", type=float, default=None, help="Langevin step (standardised units)")
+    p.add_argument("--ess-threshold", type=float, default=1.0)
+    p.add_argument(
+        "--energy-cutoff", type=float, default=None, help="drop proposals with E_target >= this (kT)"
+    )
+
+
+class _Context:
+    """Everything `sample`/`finetune` need for one sequence: flow, topology, target, reference."""
+
+    def __init__(self, args):
+        import numpy as np
+        import torch
+
+        from scifm.prose.data import PeptideMDFile
+        from scifm.prose.energy import OpenMMEnergy, TargetEnergy
+        from scifm.prose.peptides import (
+            FORCE_FIELDS,
+            build_peptide,
+            create_system,
+            default_force_field,
+            parse_system_name,
+            system_name,
+        )
+        from scifm.prose.sampler import ProseSampler
+        from scifm.prose.train import load_run
+
+        seq, capped = parse_system_name(args.sequence)
+        self.name = system_name(seq, capped)
+        if not Path(args.model).exists():
+            raise DataError(args.model, "model run not found")
+        self.flow, self.meta = load_run(args.model, device=args.device)
+        self.reference = None
+        if args.reference:
+            src = PeptideMDFile(args.reference)
+            sysm = src.system(self.name)
+            self.topology, ff, T = sysm.topology, sysm.force_field, sysm.temperature_K
+            F = src.info[self.name]["n_frames"]
+            stride = max(1, F // max(1, args.max_reference))
+            self.reference = src.coordinates(self.name, 0, None, stride)[: args.max_reference]
+        else:
+            pep = build_peptide(seq, capped, seed=args.seed)
+            ff = default_force_field(capped)
+            self.topology, T = pep.topology, FORCE_FIELDS[ff]["temperature_K"]
+        self.force_field, self.temperature_K = ff, T
+        self.omm = OpenMMEnergy(
+            create_system(self.topology, ff), T, n_workers=args.workers, platform=args.platform
+        )
+        self.target = TargetEnergy(self.omm, self.flow.config.std_nm)
+        self.sampler = ProseSampler(
+            self.flow, self.topology, self.target, args.com_correction, args.batch_size
+        )
+        self.generator = torch.Generator().manual_seed(args.seed)
+        self.reference_energy = None
+        if self.reference is not None:
+            e, _ = self.omm(self.reference)
+            self.omm.n_evaluations -= len(self.reference)  # reference energies are not the sampler's budget
+            self.reference_energy = np.asarray(e)
+
+    def evaluate(self, res: dict, out: Path, args, extra: dict | None = None) -> dict:
+        import numpy as np
+
+        from scifm.prose.metrics import evaluate, fix_chirality
+        from scifm.prose.plots import plot_energy_histograms, plot_ramachandran
+
+        n_max = args.metric_points
+        m = dict(
+            sequence=self.name,
+            method=res["method"],
+            n_samples=int(len(res["samples_nm"])),
+            n_proposals=res["n_proposals"],
+            ess=res["ess"],
+            energy_evaluations=res["energy_evaluations"],
+            wall_time_s=res["wall_time_s"],
+            force_field=self.force_field,
+            temperature_K=self.temperature_K,
+            com_correction=args.com_correction,
+            energy_unit="kT",
+            length_unit="nm",
+        )
+        for k in (
+            "smc_final_ess",
+            "smc_acceptance",
+            "smc_step_size",
+            "smc_log_z",
+            "smc_resamples",
+            "n_particles",
+        ):
+            if k in res:
+                m[k] = res[k]
+        prop_fixed, prop_chir = (
+            fix_chirality(self.topology, res["proposal_nm"], self.reference[0])
+            if self.reference is not None
+            else (res["proposal_nm"], {})
+        )
+        m["proposal_wrong_chirality_fraction"] = prop_chir.get("wrong_chirality_fraction")
+        keys = ("energy_w2", "torus_w2", "tica_w2", "macrostate_jsd", "wrong_chirality_fraction")
+        if self.reference is not None:
+            ev = evaluate(
+                self.topology,
+                self.reference,
+                self.reference_energy,
+                res["samples_nm"],
+                res["samples_energy"],
+                n_max=n_max,
+                seed=args.seed,
+            )
+            m.update(ev)
+            if res["method"] != "proposal":
+                pe = evaluate(
+                    self.topology,
+                    self.reference,
+                    self.reference_energy,
+                    res["proposal_nm"],
+                    res["proposal_energy"],
+                    n_max=n_max,
+                    seed=args.seed,
+                )
+                m["proposal_metrics"] = {k: pe[k] for k in keys}
+        else:
+            m.update({k: float("nan") for k in keys})
+            _, chir = fix_chirality(self.topology, res["samples_nm"], res["proposal_nm"][0])
+            m["wrong_chirality_fraction"] = float("nan")
+        m["mean_energy_samples"] = float(
+            np.nanmean(np.where(np.isfinite(res["samples_energy"]), res["samples_energy"], np.nan))
+        )
+        if self.reference_energy is not None:
+            m["mean_energy_reference"] = float(np.mean(self.reference_energy))
+        m.update(extra or {})
+        out.mkdir(parents=True, exist_ok=True)
+        sets, energies = {}, {}
+        if self.reference is not None:
+            sets["reference"], energies["reference"] = self.reference, self.reference_energy
+        sets["proposal"], energies["proposal"] = prop_fixed, res["proposal_energy"]
+        if res["method"] != "proposal":
+            label = "reweighted" if res["method"] == "snis" else "SMC"
+            sets[label] = (
+                fix_chirality(self.topology, res["samples_nm"], self.reference[0])[0]
+                if self.reference is not None
+                else res["samples_nm"]
+            )
+            energies[label] = res["samples_energy"]
+        plot_ramachandran(self.topology, sets, out / "ramachandran.png")
+        if np.isfinite(res["proposal_energy"]).any():
+            plot_energy_histograms(energies, out / "energy_hist.png", title=f"{self.name} ({res['method']})")
+        np.savez_compressed(
+            out / "samples.npz",
+            proposal_nm=res["proposal_nm"].astype(np.float32),
+            samples_nm=res["samples_nm"].astype(np.float32),
+            proposal_energy_kT=res["proposal_energy"],
+            samples_energy_kT=res["samples_energy"],
+            logw=res.get("logw", np.zeros(0)),
+        )
+        write_json(out / "metrics.json", _clean(m))
+        return m
+
+    def close(self):
+        self.omm.close()
+
+
+def run_sample(args) -> int:
+    _threads()
+    if args.n < 2:
+        raise ConfigError(f"--n must be >= 2, got {args.n}")
+    ctx = _Context(args)
+    try:
+        res = ctx.sampler.run(
+            args.method,
+            args.n,
+            clip=args.clip,
+            energy_cutoff=args.energy_cutoff,
+            smc_steps=args.smc_steps,
+            smc_kernel=args.smc_kernel,
+            step_size=args.step_size,
+            ess_threshold=args.ess_threshold,
+            generator=ctx.generator,
+        )
+        m = ctx.evaluate(res, Path(args.out), args)
+    finally:
+        ctx.close()
+    print(
+        json.dumps(
+            {
+                k: m.get(k)
+                for k in (
+                    "n_samples",
+                    "ess",
+                    "energy_w2",
+                    "torus_w2",
+                    "tica_w2",
+                    "macrostate_jsd",
+                    "wrong_chirality_fraction",
+                    "energy_evaluations",
+                    "wall_time_s",
+                )
+            }
+        )
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- finetune
+def _finetune_args(p: argparse.ArgumentParser) -> None:
+    _common_sample_args(p)
+    p.add_argument("--out", required=True, help="new run directory (model/ + metrics.json + plots)")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--proposals", type=int, default=2000, help="SNIS proposals per round (anchor: 200,000)")
+    p.add_argument(
+        "--steps", type=int, default=100, help="optimiser steps per round (anchor: 1000 x 8 accum.)"
+    )
+    p.add_argument("--train-batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-6)
+    p.add_argument("--teacher-weight", type=float, default=0.5)
+    p.add_argument("--eval-n", type=int, default=2000, help="SNIS proposals of the final evaluation")
+
+
+def run_finetune(args) -> int:
+    from scifm.prose.finetune import self_improve
+    from scifm.prose.train import export_run
+
+    _threads()
+    ctx = _Context(args)
+    t0 = time.perf_counter()
+    try:
+        before = ctx.sampler.run("snis", args.eval_n, clip=args.clip, generator=ctx.generator)
+        hist = self_improve(
+            ctx.sampler,
+            rounds=args.rounds,
+            proposals=args.proposals,
+            steps=args.steps,
+            batch_size=args.train_batch_size,
+            lr=args.lr,
+            teacher_weight=args.teacher_weight,
+            clip=args.clip,
+            generator=ctx.generator,
+        )
+        after = ctx.sampler.run("snis", args.eval_n, clip=args.clip, generator=ctx.generator)
+        out = Path(args.out)
+        export_run(
+            out, ctx.flow, dict(ctx.meta, finetuned_on=ctx.name, base_model=str(args.model), history=hist)
+        )
+        budget = sum(h["energy_evaluations"] for h in hist) + after["energy_evaluations"]
+        m = ctx.evaluate(
+            after,
+            out,
+            args,
+            extra=dict(ess_before=before["ess"], rounds=hist, finetune_wall_time_s=time.perf_counter() - t0),
+        )
+        m["energy_evaluations"] = budget
+        write_json(out / "metrics.json", _clean(m))
+    finally:
+        ctx.close()
+    print(f"self-improvement on {ctx.name}: SNIS ESS {before['ess']:.4f} -> {after['ess']:.4f} -> {args.out}")
+    return 0

@@ -1,0 +1,209 @@
+"""Reference MD with OpenMM (anchor §2.1): Langevin-middle, minimise, warm up, then one frame per interval.
+
+ManyPeptidesMD settings (zwitterionic peptides): amber14-all + implicit/obc1, CutoffNonPeriodic 2 nm, no
+constraints, 310 K, friction 0.3 /ps, 1 fs, 50,000 warm-up steps, a frame every 1,000 steps (1 ps).
+Capped peptides (Ace-X-Nme): amber99sbildn + amber99_obc, NoCutoff, no constraints, 300 K, friction 1 /ps
+(the value in the anchor's alanine-dipeptide config), 1 fs, same warm-up and frame interval.
+
+`generate(...)` runs many sequences in parallel processes (one OpenMM thread each, or the CUDA platform)
+with a progress bar over frames, then writes one `data_specs/peptide_md` file.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from scifm.core.errors import ConfigError
+
+__all__ = ["MDSettings", "generate", "run_md", "settings_for"]
+
+
+@dataclass
+class MDSettings:
+    force_field: str
+    temperature_K: float
+    friction_per_ps: float
+    timestep_fs: float = 1.0
+    warmup_steps: int = 50_000
+    frame_interval_steps: int = 1_000
+
+    @property
+    def frame_interval_ps(self) -> float:
+        return self.frame_interval_steps * self.timestep_fs / 1000.0
+
+
+def settings_for(capped: bool, **overrides) -> MDSettings:
+    """The anchor's MD settings for a zwitterionic (ManyPeptidesMD) or capped peptide."""
+    from scifm.prose.peptides import FORCE_FIELDS, default_force_field
+
+    ff = default_force_field(capped)
+    s = MDSettings(ff, FORCE_FIELDS[ff]["temperature_K"], 1.0 if capped else 0.3)
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(s, k, type(getattr(s, k))(v))
+    if s.timestep_fs <= 0 or s.frame_interval_steps < 1 or s.warmup_steps < 0 or s.temperature_K <= 0:
+        raise ConfigError(f"invalid MD settings {s}")
+    return s
+
+
+def run_md(
+    name: str, n_frames: int, settings: MDSettings, seed: int = 0, platform: str = "CPU", progress=None
+) -> dict:
+    """One trajectory: returns {"name", "coordinates" [F, N, 3] nm float32, "pdb", "attrs", "wall_s"}.
+
+    `progress(k)` is called with the number of new frames every few frames.
+    """
+    import openmm as mm
+    import openmm.unit as u
+
+    from scifm.prose.peptides import (
+        FORCE_FIELDS,
+        build_peptide,
+        create_system,
+        parse_system_name,
+        select_platform,
+    )
+
+    t0 = time.perf_counter()
+    seq, capped = parse_system_name(name)
+    pep = build_peptide(seq, capped, seed=seed)
+    system = create_system(pep.topology, settings.force_field)
+    integ = mm.LangevinMiddleIntegrator(
+        settings.temperature_K * u.kelvin,
+        settings.friction_per_ps / u.picosecond,
+        settings.timestep_fs * u.femtosecond,
+    )
+    integ.setRandomNumberSeed(int(seed) % 2**31 + 1)
+    plat, props = select_platform(platform)
+    ctx = mm.Context(system, integ, plat, props)
+    ctx.setPositions(pep.positions * u.nanometer)
+    mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 0)
+    ctx.setVelocitiesToTemperature(settings.temperature_K * u.kelvin, int(seed) % 2**31 + 1)
+    done = 0
+    while done < settings.warmup_steps:
+        k = min(10_000, settings.warmup_steps - done)
+        integ.step(k)
+        done += k
+    frames = np.empty((n_frames, pep.n_atoms, 3), dtype=np.float32)
+    reported = 0
+    for i in range(n_frames):
+        integ.step(settings.frame_interval_steps)
+        frames[i] = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+        if progress is not None and (i + 1 - reported >= 10 or i + 1 == n_frames):
+            progress(i + 1 - reported)
+            reported = i + 1
+    plat_name = ctx.getPlatform().getName()
+    del ctx
+    if not np.isfinite(frames).all():
+        raise RuntimeError(f"{name}: MD produced non-finite coordinates")
+    spec = FORCE_FIELDS[settings.force_field]
+    attrs = dict(
+        asdict(settings),
+        sequence=seq,
+        capped=capped,
+        force_field_files=spec["files"],
+        nonbonded=spec["nonbonded"],
+        cutoff_nm=spec["cutoff_nm"] if spec["cutoff_nm"] is not None else -1.0,
+        constraints="none",
+        integrator="LangevinMiddleIntegrator",
+        frame_interval_ps=settings.frame_interval_ps,
+        seed=int(seed),
+        platform=plat_name,
+        ph=7.0,
+    )
+    return dict(
+        name=pep.name, coordinates=frames, pdb=pep.to_pdb(), attrs=attrs, wall_s=time.perf_counter() - t0
+    )
+
+
+_QUEUE = None
+
+
+def _init(queue) -> None:
+    global _QUEUE
+    _QUEUE = queue
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def _job(name, n_frames, settings, seed, platform):
+    return run_md(name, n_frames, settings, seed, platform, progress=lambda k: _QUEUE.put(k))
+
+
+def generate(
+    names: list[str],
+    out: str,
+    n_frames: int,
+    seed: int = 0,
+    workers: int = 1,
+    platform: str = "CPU",
+    progress: bool = True,
+    **overrides,
+) -> dict:
+    """MD for every system in `names` (e.g. "AK", "Ace-A-Nme"), written to `out` (peptide_md HDF5).
+
+    Each system's seed is `seed + its position in names`. Returns a summary dict.
+    """
+    from tqdm.auto import tqdm
+
+    from scifm.prose.data import SystemRecord, record_from_topology, write_peptide_md
+    from scifm.prose.peptides import parse_system_name, system_name, topology_from_pdb
+
+    parsed = [parse_system_name(n) for n in names]  # validate everything first
+    canon = [system_name(s, c) for s, c in parsed]
+    if len(set(canon)) != len(canon):
+        raise ConfigError("a sequence is listed twice")
+    if n_frames < 1:
+        raise ConfigError(f"--frames must be >= 1, got {n_frames}")
+    jobs = [
+        (n, n_frames, settings_for(c, **overrides), seed + i, platform)
+        for i, (n, (_, c)) in enumerate(zip(canon, parsed, strict=True))
+    ]
+    t0 = time.perf_counter()
+    results = {}
+    bar = tqdm(total=n_frames * len(jobs), unit="frame", disable=not progress, desc="peptide MD")
+    if workers <= 1:
+        for job in jobs:
+            r = run_md(*job, progress=bar.update)
+            results[r["name"]] = r
+    else:
+        ctx = mp.get_context("spawn")
+        queue = ctx.Manager().Queue()
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(queue,)) as pool:
+            futs = [pool.submit(_job, *job) for job in jobs]
+            pending = set(futs)
+            while pending:
+                while not queue.empty():
+                    bar.update(queue.get())
+                finished = {f for f in pending if f.done()}
+                for f in finished:
+                    r = f.result()
+                    results[r["name"]] = r
+                pending -= finished
+                time.sleep(0.2)
+            while not queue.empty():
+                bar.update(queue.get())
+    bar.close()
+    records: list[SystemRecord] = []
+    for n in canon:
+        r = results[n]
+        top, _ = topology_from_pdb(r["pdb"])
+        records.append(record_from_topology(n, top, r["coordinates"], r["pdb"], r["attrs"]))
+    write_peptide_md(out, records)
+    wall = time.perf_counter() - t0
+    sim_ns = sum(r["coordinates"].shape[0] for r in results.values()) * jobs[0][2].frame_interval_ps / 1000
+    return dict(
+        out=str(out),
+        systems=canon,
+        n_frames=n_frames,
+        wall_time_s=wall,
+        simulated_ns=sim_ns,
+        per_system_wall_s={n: results[n]["wall_s"] for n in canon},
+        workers=workers,
+        platform=platform,
+    )
