@@ -155,11 +155,19 @@ def run_suite(suite_name: str, configs_dir: Path, results_dir: Path, repo: Path,
     t0 = time.perf_counter()
     rows, plot_files = [], []
     ok = False
+    plot_dir = record_path.parent / stem
+    rel = []
     try:
         for job in suite.jobs:
             row, plots = run_job(job, suite, scratch / job.name, variables)
             rows.append(row)
             plot_files += [(job.name, p) for p in plots]
+        # Copy the plots out before the scratch folder goes away.
+        for job_name, p in plot_files:
+            plot_dir.mkdir(parents=True, exist_ok=True)
+            dst = plot_dir / f"{job_name}-{p.name}"
+            shutil.copyfile(p, dst)
+            rel.append(f"{stem}/{dst.name}")
         ok = True
     finally:
         if ok and not keep and workdir is None:
@@ -167,13 +175,6 @@ def run_suite(suite_name: str, configs_dir: Path, results_dir: Path, repo: Path,
         elif not ok:
             print(f"[bench] scratch folder kept for inspection: {scratch}", file=sys.stderr)
     wall = time.perf_counter() - t0
-    plot_dir = record_path.parent / stem
-    rel = []
-    for job_name, p in plot_files:
-        plot_dir.mkdir(parents=True, exist_ok=True)
-        dst = plot_dir / f"{job_name}-{p.name}"
-        shutil.copyfile(p, dst)
-        rel.append(f"{stem}/{dst.name}")
     present = {k for r in rows for k in r}
     columns = {k: v for k, v in suite.columns.items() if k in present}
     try:
