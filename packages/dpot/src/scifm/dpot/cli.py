@@ -99,7 +99,7 @@ def run_data(args) -> int:
 # ------------------------------------------------------------------------------------------------ train
 def _train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     p.add_argument("--data", nargs="+", required=True, help="FILE.h5 or FILE.h5:WEIGHT, one per dataset")
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--out", "--run-dir", dest="run_dir", required=True, help="run directory")
     p.add_argument("--init", required=finetune, default=None, help="pre-trained run to start from")
     p.add_argument("--arch", default="dpot", choices=["dpot", "fno"])
     p.add_argument("--size", default="tiny", help="DPOT config: tiny, Ti, S, M, L, H")
@@ -359,7 +359,7 @@ def run_eval(args) -> int:
 def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out", "--out-dir", dest="out_dir", required=True, help="output directory")
     p.add_argument("--horizon", type=int, default=None)
     p.add_argument("--traj", type=int, default=0, help="trajectory to plot")
     p.add_argument("--channel", type=int, default=0)

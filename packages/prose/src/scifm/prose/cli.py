@@ -161,7 +161,7 @@ def run_data(args) -> int:
 # ------------------------------------------------------------------------------------------------ train
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="data_specs/peptide_md HDF5 file")
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--out", "--run-dir", dest="run_dir", required=True, help="run directory")
     p.add_argument("--systems", nargs="*", default=None, help="train on these systems (default: all)")
     p.add_argument(
         "--val-systems",
