@@ -11,6 +11,9 @@ of the two endpoints, with topological pair features; SGRL sees the unlabelled t
 code's transductive protocol; no labels). Run (about 15 min on one thread):
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE uv run python benchmarks/circuitgcl/transfer.py
+
+``--quick`` checks the pipeline in about a minute (seed 0 only, QUICK epochs and SGRL settings); its numbers
+say nothing about quality. ``--out-dir`` writes the JSON and plots elsewhere (the bench runner uses it).
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ COMMON = dict(
     pair_features=True,
 )
 SGRL = dict(dim=64, layers=3, hops=3, fanout=32, batch_size=2048, epochs=10, patience=5)
+# --quick: one seed, a few epochs, one small SGRL epoch (a smoke test of every config, not a result)
+QUICK = dict(seeds=[0], epochs=4, sgrl=dict(SGRL, dim=32, hops=2, fanout=8, epochs=1, patience=1))
 PROTOCOL = {
     "cc_floor_farads": CC_FLOOR,
     "cc_floor_reason": "Magic cthresh differs per netlist (smallest Cc: 1e-16 F in 7 files, 1e-17 F in 4, "
@@ -119,7 +124,7 @@ def reference(train: list, test: list) -> dict:
     }
 
 
-def plots(result: dict) -> list[str]:
+def plots(result: dict, out: Path = OUT) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,10 +139,10 @@ def plots(result: dict) -> list[str]:
         s = [result["summary"][c][key]["std"] for c in cfgs]
         a.bar(range(len(cfgs)), m, yerr=s, capsize=4, color=["C0", "C1", "C2"])
         a.set_xticks(range(len(cfgs)), [c.split("_", 1)[0] for c in cfgs])
-        a.set_title(label + " (held-out, mean$\\pm$std, 3 seeds)", fontsize=8)
+        a.set_title(label + f" (held-out, mean$\\pm$std, {len(result['seeds'])} seeds)", fontsize=8)
         a.axhline(0, color="k", lw=0.5)
     fig.tight_layout()
-    fig.savefig(OUT / "transfer_configs.png", dpi=120)
+    fig.savefig(out / "transfer_configs.png", dpi=120)
     plt.close(fig)
     designs = result["split"]["test"]
     fig, ax = plt.subplots(figsize=(9, 3.8))
@@ -160,15 +165,16 @@ def plots(result: dict) -> list[str]:
     ax.axhline(0, color="k", lw=0.5)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(OUT / "transfer_r2_per_design.png", dpi=120)
+    fig.savefig(out / "transfer_r2_per_design.png", dpi=120)
     plt.close(fig)
     return ["transfer_configs.png", "transfer_r2_per_design.png"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=COMMON["epochs"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (--quick: 0)")
+    ap.add_argument("--epochs", type=int, default=None, help=f"default {COMMON['epochs']} (--quick: "
+                    f"{QUICK['epochs']})")
     ap.add_argument(
         "--configs",
         nargs="+",
@@ -176,7 +182,15 @@ def main() -> int:
         choices=[*CONFIGS, *EXTRA_CONFIGS],
         help="a subset other than the default three writes transfer_<names>.json (no target, no plots)",
     )
+    ap.add_argument("--quick", action="store_true", help="pipeline check in about a minute (not a result)")
+    ap.add_argument("--out-dir", type=Path, default=OUT, help="where the JSON and plots go")
     args = ap.parse_args()
+    if args.seeds is None:
+        args.seeds = QUICK["seeds"] if args.quick else [0, 1, 2]
+    if args.epochs is None:
+        args.epochs = QUICK["epochs"] if args.quick else COMMON["epochs"]
+    sgrl = QUICK["sgrl"] if args.quick else SGRL
+    out_dir = args.out_dir
     torch.set_num_threads(1)
     t0 = time.time()
     c0 = time.process_time()
@@ -188,7 +202,7 @@ def main() -> int:
         "split": {"train": [g.name for g in train], "validation": VAL, "test": [g.name for g in test]},
         "protocol": PROTOCOL,
         "reference": reference(train, test),
-        "configs": {k: {**COMMON, "epochs": args.epochs, **v, "sgrl": SGRL} for k, v in CONFIGS.items()},
+        "configs": {k: {**COMMON, "epochs": args.epochs, **v, "sgrl": sgrl} for k, v in CONFIGS.items()},
         "seeds": args.seeds,
         "label_spec": "sky130 (edge 1e-19..1e-13 F, node 1e-18..1e-12 F)",
         "graph_sizes": {g.name: g.counts() for g in graphs.values()},
@@ -205,12 +219,12 @@ def main() -> int:
     print(f"loaded {len(graphs)} designs in {time.time() - t0:.1f}s", flush=True)
     chosen = {k: v for k, v in {**CONFIGS, **EXTRA_CONFIGS}.items() if k in args.configs}
     full = list(chosen) == list(CONFIGS)
-    result["configs"] = {k: {**COMMON, "epochs": args.epochs, **v, "sgrl": SGRL} for k, v in chosen.items()}
+    result["configs"] = {k: {**COMMON, "epochs": args.epochs, **v, "sgrl": sgrl} for k, v in chosen.items()}
     for name, over in chosen.items():
         result["runs"][name], result["time_s"][name], result["cpu_s"][name] = [], [], []
         for seed in args.seeds:
             t1, c1 = time.time(), time.process_time()
-            cfg = TrainConfig(**{**COMMON, "epochs": args.epochs, **over}, seed=seed, sgrl=SGRLConfig(**SGRL))
+            cfg = TrainConfig(**{**COMMON, "epochs": args.epochs, **over}, seed=seed, sgrl=SGRLConfig(**sgrl))
             tm = fit_circuitgcl(train, cfg, unlabelled=test)
             r = evaluate(tm.edge_model, tm.node_model, tm.batches(test))
             r["seed"] = seed
@@ -250,10 +264,12 @@ def main() -> int:
         }
         for c, runs in result["runs"].items()
     }
-    OUT.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        result["quick"] = True
     if not full:
         result["wall_time_s"], result["cpu_time_s"] = time.time() - t0, time.process_time() - c0
-        _atomic_json(OUT / f"transfer_{'_'.join(chosen)}.json", result)
+        _atomic_json(out_dir / f"transfer_{'_'.join(chosen)}.json", result)
         print(json.dumps({"summary": result["summary"], "wall_time_s": result["wall_time_s"]}, indent=1))
         return 0
     a, c = result["summary"]["a_sage_mse_ce"], result["summary"]["c_circuitgcl"]
@@ -276,9 +292,8 @@ def main() -> int:
         {k: c[k]["mean"] for k in ("edge_r2", "edge_mae", "node_macro_f1", "node_accuracy")},
         n_test_designs=len(test),
     )
-    OUT.mkdir(parents=True, exist_ok=True)
-    result["plots"] = plots(result)
-    _atomic_json(OUT / "transfer.json", result)
+    result["plots"] = plots(result, out_dir)
+    _atomic_json(out_dir / "transfer.json", result)
     print(
         json.dumps(
             {"summary": result["summary"], "target": result["target"], "wall_time_s": result["wall_time_s"]},

@@ -247,6 +247,101 @@ def test_run_suite_writes_a_new_record_each_run(tmp_path):
     assert len(list((results / "toy").glob("*.json"))) == 2
 
 
+MULTI_YAML = """
+columns:
+  err: {better: lower}
+jobs:
+  - name: multi
+    row: {suite_id: m}
+    vars: {flags: [--a, "1"], nothing: null}
+    steps:
+      - command:
+          - python
+          - -c
+          - |
+            import json, os, sys
+            assert sys.argv[1:] == ['--a', '1'], sys.argv  # a list variable expands, null drops out
+            for d in ('x', 'y'):
+                os.makedirs(d, exist_ok=True)
+                open(os.path.join(d, 'p.png'), 'wb').write(open('{png}', 'rb').read())
+            json.dump({'rows': [{'model': 'a', 'err': 1.0, 'curve': [1, 2]}, {'model': 'b', 'err': 2.0}],
+                       'ignored': 5}, open('out.json', 'w'))
+          - "{flags}"
+          - "{nothing}"
+    metrics: ["{workdir}/out.json"]
+    plots: ["{workdir}/*/p.png", "{workdir}/none-*.png"]
+"""
+
+
+def test_a_job_can_yield_several_rows_and_glob_its_plots(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "multi.yaml").write_text(MULTI_YAML.replace("{png}", str(_png(tmp_path / "src.png"))))
+    rec = read_record(run_suite("multi", configs, tmp_path / "results", REPO))
+    # one row per entry: the job's identifiers first, the entry's scalars (lists dropped), nothing else
+    assert rec["rows"] == [{"suite_id": "m", "model": "a", "err": 1.0},
+                           {"suite_id": "m", "model": "b", "err": 2.0}]
+    # two plots with one file name from two folders both survive
+    assert sorted(Path(p).name for p in rec["plots"]) == ["multi-p.png", "multi-y-p.png"]
+    (configs / "multi.yaml").write_text(MULTI_YAML.replace("{png}", str(tmp_path / "src.png"))
+                                        .replace("'rows': [", "'rows': [], 'x': ["))
+    import time
+
+    time.sleep(1.1)
+    with pytest.raises(ConfigError, match="non-empty list"):
+        run_suite("multi", configs, tmp_path / "results", REPO, workdir=tmp_path / "work")
+
+
+def test_converters_of_the_committed_benchmark_outputs():
+    from scifm.bench.steps import circuit_rows, dpot_rows
+
+    res = REPO / "benchmarks" / "results"
+    report = res / "dpot" / "full_cuda" / "benchmark.json"
+    if not report.is_file():
+        pytest.skip("committed DPOT result missing")
+    data = json.loads(report.read_text())
+    rows = dpot_rows(str(report))["rows"]
+    assert len(rows) == 3 * 2 + 3  # (DPOT, FNO) per pre-training set + three transfer runs
+    by = {(r["dataset"], r["model"]): r for r in rows}
+    fno = by[("shallow_water", "FNO (this dataset only)")]
+    assert fno["l2re"] == data["l2re_table"]["shallow_water"]["fno"]
+    pre, scr = by[("ns_nu1e-4", "DPOT pre-trained + fine-tuned")], by[("ns_nu1e-4", "DPOT from scratch")]
+    assert pre["l2re_reduction_vs_scratch"] == pytest.approx(1 - pre["l2re"] / scr["l2re"])
+    transfer = res / "circuitgcl" / "transfer.json"
+    rows = circuit_rows([str(transfer)])["rows"]
+    raw = json.loads(transfer.read_text())
+    c = next(r for r in rows if r["method"].startswith("(c)"))
+    seeds = [r["edge_r2"] for r in raw["runs"]["c_circuitgcl"]]
+    mean = sum(seeds) / len(seeds)
+    assert c["edge_r2"] == pytest.approx(mean)
+    assert c["edge_r2_std"] == pytest.approx((sum((x - mean) ** 2 for x in seeds) / len(seeds)) ** 0.5)
+    assert rows[-1]["method"].startswith("reference") and rows[-1]["edge_r2"] < 0
+    per = circuit_rows([str(transfer)], per_design=True)["rows"]
+    assert len(per) == len(raw["summary"]) * len(raw["split"]["test"]) and all("design" in r for r in per)
+
+
+def test_every_committed_result_is_on_the_board():
+    """Issue 9: each JSON under benchmarks/results/ is a valid record or the source a record converts."""
+    from scifm.bench.records import load_records
+
+    records, warnings = load_records(REPO / "benchmarks" / "results")
+    assert warnings == []
+    assert {r.data["suite"] for r in records} >= {"dpot", "circuit"}
+    for r in records:
+        for p in r.data.get("plots", []):
+            assert (r.path.parent / p).is_file(), (r.path, p)
+
+
+def test_converted_sources_are_not_skipped_files(results):
+    (results / "dpot" / "broken.json").unlink()
+    board = render_board(results, results.parent / "b1")
+    assert board.warnings == ["dpot/rollout.json: not a scifm-bench/1 record (schema: None); skipped"]
+    write_record(results / "dpot" / "rollout-record.json", "dpot", "r", [{"l2_rel": 0.1}],
+                 {"l2_rel": {"better": "lower"}}, config={"sources": ["rollout.json"]}, prov=_prov())
+    board = render_board(results, results.parent / "b2")
+    assert board.warnings == [] and "dpot" in board.suites
+
+
 # --- the board -----------------------------------------------------------------------------------------
 
 
@@ -400,3 +495,56 @@ def test_quick_mlip_suite(tmp_path):
     assert {Path(p).name for p in rec["plots"]} == {"painn-parity.png", "painn-learning_curve.png"}
     board = render_board(tmp_path / "results", tmp_path / "board")
     assert board.n_records == 1 and (tmp_path / "board" / "img" / "summary" / "mlip-pareto.png").is_file()
+
+
+# --- the quick variants of the other suites (real runs of the benchmark scripts, ~0.5-2 min each) --------
+
+
+def _shared_circuits() -> bool:
+    env = os.environ.get("SCIFM_SHARED")
+    base = Path(env) / "data" if env else REPO / ".." / "shared" / "data"
+    return (base / "circuits" / "sky130").is_dir()
+
+
+def _check_dpot(rows):
+    assert {r["model"] for r in rows} >= {"DPOT (pre-trained on the mixture)", "FNO (this dataset only)",
+                                          "DPOT from scratch"}
+    assert len(rows) == 9 and all(0 < r["l2re"] < 10 for r in rows)
+
+
+def _check_circuit(rows):
+    assert [r["method"][:3] for r in rows] == ["(a)", "(b)", "(c)", "ref"]
+    assert all(-10 < r["edge_r2"] <= 1 for r in rows) and rows[0]["seeds"] == "0"
+
+
+def _check_prose(rows):
+    assert [r["task"] for r in rows][0] == "Ace-A-Nme" and len(rows) == 2
+    assert all(r["ess"] is None or 0 < r["ess"] <= 1 for r in rows)
+
+
+QUICK = {  # suite -> (check of the rows, plot names it must copy)
+    "dpot": (_check_dpot, {"dpot-pretrain_l2re.png", "dpot-loss_curves.png"}),
+    "circuit": (_check_circuit, {"transfer-transfer_configs.png", "transfer-transfer_r2_per_design.png"}),
+    "prose": (_check_prose, {"prose-ramachandran.png", "prose-energy_hist.png"}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", sorted(QUICK))
+def test_quick_suite(suite, tmp_path):
+    if suite == "circuit" and not _shared_circuits():
+        pytest.skip("shared sky130 netlists not found (../shared/data/circuits or $SCIFM_SHARED)")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-m", "scifm.cli.main", "bench", "run", suite, "--quick",
+                           "--results", str(tmp_path / "results")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = (tmp_path / "results" / suite).glob("*.json")
+    rec = read_record(path)
+    assert "quick" in rec["name"] and rec["config"]["quick"] is True
+    check, plots = QUICK[suite]
+    check(rec["rows"])
+    assert plots <= {Path(p).name for p in rec["plots"]}
+    assert all((path.parent / p).is_file() for p in rec["plots"])
+    board = render_board(tmp_path / "results", tmp_path / "board")
+    assert board.n_records == 1 and board.warnings == []

@@ -1,7 +1,9 @@
 """Reading result records for the board: valid ``scifm-bench/1`` files, grouped; anything else skipped.
 
 Helpers write results in their own shapes while the schema settles, so a JSON file that is not a valid
-record is skipped with a one-line warning (shown on the board) instead of stopping the render.
+record is skipped with a one-line warning (shown on the board) instead of stopping the render. A raw
+benchmark output that a record was converted from (listed in the record's ``config.sources``, relative to
+the record's folder; see ``benchmarks/make_records.py``) is not a skipped file: the record shows it.
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ def load_records(results_dir: Path) -> tuple[list[Record], list[str]]:
     """Every ``*.json`` under ``results_dir`` (recursively, hidden files ignored).
 
     Returns the valid records and a warning per skipped file (``path: reason``, path relative to
-    ``results_dir``).
+    ``results_dir``), except the files that a valid record names as its ``config.sources``.
     """
     results_dir = Path(results_dir)
-    records, warnings = [], []
+    records: list[Record] = []
+    skipped: list[tuple[Path, str]] = []
     if not results_dir.is_dir():
         return records, [f"{results_dir}: results folder does not exist"]
     for path in sorted(results_dir.rglob("*.json")):
@@ -65,18 +68,24 @@ def load_records(results_dir: Path) -> tuple[list[Record], list[str]]:
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            warnings.append(f"{rel}: unreadable JSON ({exc.__class__.__name__})")
+            skipped.append((path, f"{rel}: unreadable JSON ({exc.__class__.__name__})"))
             continue
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            warnings.append(f"{rel}: not a {SCHEMA} record (schema: {found!r}); skipped")
+            skipped.append((path, f"{rel}: not a {SCHEMA} record (schema: {found!r}); skipped"))
             continue
         try:
             validate_record(data)
         except ValueError as exc:
-            warnings.append(f"{rel}: invalid {SCHEMA} record: {exc}; skipped")
+            skipped.append((path, f"{rel}: invalid {SCHEMA} record: {exc}; skipped"))
             continue
         records.append(Record(path, data))
+    converted = set()
+    for r in records:
+        sources = (r.data.get("config") or {}).get("sources") or []
+        if isinstance(sources, list):
+            converted |= {(r.path.parent / s).resolve() for s in sources if isinstance(s, str)}
+    warnings = [w for p, w in skipped if p.resolve() not in converted]
     return records, warnings
 
 

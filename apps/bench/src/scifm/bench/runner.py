@@ -2,8 +2,10 @@
 
 Each job runs its steps in a scratch folder (``sci-fm ...`` commands in a subprocess of this Python,
 ``module:function`` steps in-process), then its metrics JSON files (and the dicts that python steps
-return) become one table row. The record goes to ``RESULTS/<suite>/<name>-<UTC time>.json``, never
-overwriting an earlier one; the plots a job lists are copied into a folder of the same stem.
+return) become one table row; a job whose metrics hold ``"rows": [{...}, ...]`` (a benchmark script that
+reports several models or datasets) becomes one row per entry instead. The record goes to
+``RESULTS/<suite>/<name>-<UTC time>.json``, never overwriting an earlier one; the plots a job lists
+(file names or glob patterns) are copied into a folder of the same stem.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def find_repo(start: Path | None = None) -> Path:
 
 
 def _argv(command: list[Any]) -> list[str]:
-    args = [str(a) for a in command]
+    # an argument that is a list (a placeholder whose variable is a list) expands into several arguments;
+    # null drops out, so a variable can switch a flag off
+    args = [str(x) for a in command for x in (a if isinstance(a, list) else [a]) if x is not None]
     if args[0] == "sci-fm":  # the same interpreter and environment as this process
         return [sys.executable, "-m", "scifm.cli.main", *args[1:]]
     if args[0] in ("python", "python3"):
@@ -94,6 +98,24 @@ def _scalar(v: Any) -> Any:
     return ...  # not a table value (dict, list): left out of the row
 
 
+def _rows(job: Job, suite: Suite, metrics: dict[str, Any], wall_time_s: float) -> list[dict[str, Any]]:
+    """One row, or one per entry of ``metrics["rows"]``: those entries keep every scalar field (their
+    identifiers and metrics, chosen by the step that made them) after the job's ``row`` identifiers."""
+    many = metrics.get("rows")
+    if many is None:
+        return [_row(job, suite, metrics, wall_time_s)]
+    if not isinstance(many, list) or not many or not all(isinstance(r, dict) and r for r in many):
+        raise ConfigError(f"job '{job.name}': 'rows' in its metrics must be a non-empty list of objects")
+    out = []
+    for entry in many:
+        row = dict(job.row)
+        row.update({k: s for k, v in entry.items() if (s := _scalar(v)) is not ...})
+        if "wall_time_s" in suite.columns and "wall_time_s" not in row:
+            row["wall_time_s"] = wall_time_s
+        out.append(row)
+    return out
+
+
 def _row(job: Job, suite: Suite, metrics: dict[str, Any], wall_time_s: float) -> dict[str, Any]:
     row = {k: v for k, v in job.row.items()}
     if "job" not in row and "model" not in row:
@@ -107,8 +129,18 @@ def _row(job: Job, suite: Suite, metrics: dict[str, Any], wall_time_s: float) ->
     return row
 
 
-def run_job(job: Job, suite: Suite, workdir: Path, variables: dict[str, Any]) -> tuple[dict, list[Path]]:
-    """Run one job; returns its row and the plot files it made."""
+def _plot_files(pattern: str) -> list[Path]:
+    """The files a ``plots`` entry names: itself, or what it matches when it is a glob pattern."""
+    if any(c in pattern for c in "*?["):
+        p = Path(pattern)
+        anchor = Path(p.anchor) if p.is_absolute() else Path(".")
+        return sorted(f for f in anchor.glob(str(p.relative_to(anchor))) if f.is_file())
+    return [Path(pattern)] if Path(pattern).is_file() else []
+
+
+def run_job(job: Job, suite: Suite, workdir: Path,
+            variables: dict[str, Any]) -> tuple[list[dict], list[Path]]:
+    """Run one job; returns its rows and the plot files it made."""
     workdir.mkdir(parents=True, exist_ok=True)
     base = dict(variables, workdir=str(workdir))
     # vars may refer to {workdir}, {repo}, {seed}
@@ -132,11 +164,11 @@ def run_job(job: Job, suite: Suite, workdir: Path, variables: dict[str, Any]) ->
         metrics.update(data)
     plots = []
     for p in substitute(job.plots, local):
-        if Path(p).is_file():
-            plots.append(Path(p))
-        else:
+        found = _plot_files(p)
+        if not found:
             print(f"[bench] warning: job '{job.name}' made no plot {p}", file=sys.stderr)
-    return _row(job, suite, metrics, wall), plots
+        plots += [f for f in found if f not in plots]
+    return _rows(job, suite, metrics, wall), plots
 
 
 def run_suite(suite_name: str, configs_dir: Path, results_dir: Path, repo: Path, quick: bool = False,
@@ -159,13 +191,15 @@ def run_suite(suite_name: str, configs_dir: Path, results_dir: Path, repo: Path,
     rel = []
     try:
         for job in suite.jobs:
-            row, plots = run_job(job, suite, scratch / job.name, variables)
-            rows.append(row)
+            job_rows, plots = run_job(job, suite, scratch / job.name, variables)
+            rows += job_rows
             plot_files += [(job.name, p) for p in plots]
         # Copy the plots out before the scratch folder goes away.
         for job_name, p in plot_files:
             plot_dir.mkdir(parents=True, exist_ok=True)
             dst = plot_dir / f"{job_name}-{p.name}"
+            if dst.exists():  # one file name in two folders (e.g. a plot per test system)
+                dst = plot_dir / f"{job_name}-{p.parent.name}-{p.name}"
             shutil.copyfile(p, dst)
             rel.append(f"{stem}/{dst.name}")
         ok = True
