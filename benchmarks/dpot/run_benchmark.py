@@ -393,7 +393,9 @@ def main(argv=None) -> int:
         anchor_parameter_counts={k: dict(ours=count_config(k), anchor=v) for k, v in ANCHOR_PARAMS.items()},
         plots=plots,
     )
-    (out_dir / "benchmark.json").write_text(json.dumps(report, indent=2))
+    # Scratch paths of this machine do not belong in a committed result.
+    text = json.dumps(report, indent=2).replace(str(data_dir), "<scratch>")
+    (out_dir / "benchmark.json").write_text(text)
     print(
         json.dumps(
             dict(

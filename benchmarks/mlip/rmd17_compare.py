@@ -12,7 +12,7 @@ Writes a ``scifm-bench/1`` record (energy and force MAE on the test frames, trai
 
     uv run python benchmarks/mlip/rmd17_compare.py --data benchmarks/mlip/data/rmd17 --epochs 200 \
         --device cuda --workdir runs/rmd17                                                     # full
-    uv run python benchmarks/mlip/rmd17_compare.py --data /tmp/rmd17_quick --quick --no-mace  # smoke
+    uv run python benchmarks/mlip/rmd17_compare.py --data runs/rmd17_quick --quick --no-mace  # smoke
 """
 
 from __future__ import annotations

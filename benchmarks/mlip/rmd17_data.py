@@ -10,7 +10,7 @@ One process per molecule (OMP_NUM_THREADS=1 each; see scifm.mlip.data.generate).
 ``<molecule>_{train,valid,test}.extxyz`` and ``manifest.json`` (settings, counts, wall time).
 
     uv run python benchmarks/mlip/rmd17_data.py --out benchmarks/mlip/data/rmd17 --workers 5   # full
-    uv run python benchmarks/mlip/rmd17_data.py --quick --out /tmp/rmd17_quick                 # smoke
+    uv run python benchmarks/mlip/rmd17_data.py --quick --out runs/rmd17_quick                 # smoke
 
 Cost (GFN2-xTB ~16 ms per 21-atom call): about 21 000 MD steps per molecule at --frames 2000, i.e. roughly
 6-10 CPU-minutes per molecule; 5 molecules on 5 cores take ~10 minutes of wall time.
