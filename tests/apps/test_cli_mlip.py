@@ -18,8 +18,14 @@ from scifm.mlip.data import default_dataset_path
 from scifm.mlip.data.generate import read as read_generated
 
 TINY = "{n_features: 8, n_layers: 1, n_rbf: 4}"
-REQUIRED = ("n_frames", "energy_mae_meV", "energy_mae_meV_per_atom", "forces_mae_meV_per_A",
-            "forces_rmse_meV_per_A", "wall_time_s")
+REQUIRED = (
+    "n_frames",
+    "energy_mae_meV",
+    "energy_mae_meV_per_atom",
+    "forces_mae_meV_per_A",
+    "forces_rmse_meV_per_A",
+    "wall_time_s",
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +37,24 @@ def tiny_xyz(tmp_path_factory):
 
 
 def _train(tiny_xyz, out, *extra):
-    return main(["train", "mlip", "--train", str(tiny_xyz), "--max-epochs", "2", "--batch-size", "8",
-                 "--model-config", TINY, "--out", str(out), "--no-progress", *extra])
+    return main(
+        [
+            "train",
+            "mlip",
+            "--train",
+            str(tiny_xyz),
+            "--max-epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--model-config",
+            TINY,
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +65,17 @@ def trained(tiny_xyz, tmp_path_factory):
 
 
 def test_train_writes_the_run_directory(trained):
-    for name in ("config.yaml", "checkpoints/last.ckpt", "checkpoints/best.ckpt", "model/model.json",
-                 "model/model.safetensors", "metrics.json", "parity.png", "learning_curve.png",
-                 "logs/metrics.csv"):
+    for name in (
+        "config.yaml",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "model/model.json",
+        "model/model.safetensors",
+        "metrics.json",
+        "parity.png",
+        "learning_curve.png",
+        "logs/metrics.csv",
+    ):
         assert (trained / name).is_file(), name
     metrics = json.loads((trained / "metrics.json").read_text())
     for key in REQUIRED:
@@ -65,8 +95,12 @@ def test_eval_writes_the_metrics(trained, tiny_xyz, tmp_path, capsys):
 
 
 def test_saved_config_reruns_and_flags_override(trained, tiny_xyz, tmp_path, capsys):
-    assert main(["train", "mlip", "--config", str(trained / "config.yaml"), "--max-epochs", "7",
-                 "--print-config"]) == 0
+    assert (
+        main(
+            ["train", "mlip", "--config", str(trained / "config.yaml"), "--max-epochs", "7", "--print-config"]
+        )
+        == 0
+    )
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["max_epochs"] == 7 and printed["train"] == str(tiny_xyz)
 
@@ -126,7 +160,9 @@ def _bad_element(d):
 
 
 def _bad_close(d):
-    return write_extxyz(d / "close.extxyz", [_labelled([8, 1, 1], [[0, 0, 0], [0.05, 0, 0], [-0.24, 0.93, 0]])])
+    return write_extxyz(
+        d / "close.extxyz", [_labelled([8, 1, 1], [[0, 0, 0], [0.05, 0, 0], [-0.24, 0.93, 0]])]
+    )
 
 
 def _bad_truncated_h5(d):
@@ -173,7 +209,9 @@ def test_bad_input_gives_one_clear_line_and_no_output(case, tmp_path, capsys):
     data_dir.mkdir()
     path = make(data_dir)
     out = tmp_path / "run"
-    rc = main(["train", "mlip", "--train", str(path), "--max-epochs", "1", "--out", str(out), "--no-progress"])
+    rc = main(
+        ["train", "mlip", "--train", str(path), "--max-epochs", "1", "--out", str(out), "--no-progress"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("sci-fm: error: ") and path.name in err[0], err

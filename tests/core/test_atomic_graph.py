@@ -20,9 +20,9 @@ def test_neighbor_list_matches_ase_on_tiny_triclinic_cell(cutoff):
     a = _triclinic_si()  # cell edges ~3.8 Å < 2 * cutoff: atoms see their own images
     i, j, S = neighbor_list(a.positions, cutoff, a.cell.array, a.pbc)
     ai, aj, aS = ase_nl("ijS", a, cutoff)
-    assert sorted(zip(i, j, map(tuple, S))) == sorted(zip(ai, aj, map(tuple, aS)))
+    assert sorted(zip(i, j, map(tuple, S), strict=True)) == sorted(zip(ai, aj, map(tuple, aS), strict=True))
     if cutoff > 4:
-        assert np.any((i == j)), "self-images expected for a cell smaller than the cutoff"
+        assert np.any(i == j), "self-images expected for a cell smaller than the cutoff"
 
 
 def test_neighbor_list_mixed_pbc_and_molecule():
@@ -61,7 +61,9 @@ def test_strain_scales_edge_vectors_linearly():
     a = _triclinic_si()
     g = graph_from_atoms(a, 4.0, dtype=torch.float64)
     batch = torch.zeros(len(g.pos), dtype=torch.long)
-    eps = torch.tensor([[[0.01, 0.002, 0.0], [0.002, -0.005, 0.001], [0.0, 0.001, 0.003]]], dtype=torch.float64)
+    eps = torch.tensor(
+        [[[0.01, 0.002, 0.0], [0.002, -0.005, 0.001], [0.0, 0.001, 0.003]]], dtype=torch.float64
+    )
     pos2, cell2 = strained(g.pos, g.cell, batch, eps)
     v0 = edge_vectors(g.pos, g.cell, g.shifts, g.edge_index, batch)
     v1 = edge_vectors(pos2, cell2, g.shifts, g.edge_index, batch)

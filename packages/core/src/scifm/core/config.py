@@ -59,7 +59,9 @@ def resolve(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: lis
     known = {a.dest for a in parser._actions if a.dest not in ("help",)} - RESERVED  # noqa: SLF001
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"{cfg_path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{cfg_path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+        )
     given = explicit_dests(parser, argv)
     for key, value in values.items():
         if key not in given:

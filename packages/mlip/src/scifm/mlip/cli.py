@@ -14,11 +14,17 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", help="test data; default: split from --train by trajectory")
     p.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test fractions by trajectory id")
     p.add_argument("--model", default="painn", help="model name from the registry")
-    p.add_argument("--model-config", default=None, help="YAML/JSON file or inline mapping: width, layers, l_max...")
+    p.add_argument(
+        "--model-config", default=None, help="YAML/JSON file or inline mapping: width, layers, l_max..."
+    )
     p.add_argument("--cutoff", type=float, default=5.0, help="cutoff radius (Å)")
     p.add_argument("--max-epochs", type=int, default=40)
-    p.add_argument("--max-time", type=float, default=8.0,
-                   help="stop training after this many minutes (a safety cap; 0 = none)")
+    p.add_argument(
+        "--max-time",
+        type=float,
+        default=8.0,
+        help="stop training after this many minutes (a safety cap; 0 = none)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--scheduler", choices=["plateau", "cosine", "none"], default="cosine")
@@ -28,12 +34,20 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     for k, w in (("energy", 1.0), ("forces", 10.0), ("stress", 1.0)):
         p.add_argument(f"--{k}-weight", type=float, default=w, help=f"loss weight of {k}")
     for k, unit in (("charges", "e"), ("dipole", "e·Å")):
-        p.add_argument(f"--{k}-weight", type=float, default=None,
-                       help=f"loss weight of {k} ({unit}); default: BAMBOO's weight in eV units for "
-                            "charge-predicting models (see scifm.mlip.train.bamboo_loss_weights), else 0")
-    p.add_argument("--qeq-weight", type=float, default=0.0,
-                   help="BAMBOO's QEq-force regulariser (charge-predicting models; the anchor's value "
-                        "is ~1e4 at --forces-weight 10)")
+        p.add_argument(
+            f"--{k}-weight",
+            type=float,
+            default=None,
+            help=f"loss weight of {k} ({unit}); default: BAMBOO's weight in eV units for "
+            "charge-predicting models (see scifm.mlip.train.bamboo_loss_weights), else 0",
+        )
+    p.add_argument(
+        "--qeq-weight",
+        type=float,
+        default=0.0,
+        help="BAMBOO's QEq-force regulariser (charge-predicting models; the anchor's value "
+        "is ~1e4 at --forces-weight 10)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--out", default="runs/mlip", help="run directory")
@@ -70,7 +84,9 @@ def _eval(args) -> int:
     from scifm.mlip.train import evaluate_mlip
 
     metrics = evaluate_mlip(args)
-    print(json.dumps({k: metrics[k] for k in ("n_frames", "energy_mae_meV", "forces_mae_meV_per_A")}, indent=1))
+    print(
+        json.dumps({k: metrics[k] for k in ("n_frames", "energy_mae_meV", "forces_mae_meV_per_A")}, indent=1)
+    )
     return 0
 
 
@@ -102,11 +118,28 @@ def _lazy(module: str):
 def register(tree: CommandTree) -> None:
     tree.add("train", "mlip", _train_args, _train, help="train a machine-learning interatomic potential")
     tree.add("eval", "mlip", _eval_args, _eval, help="evaluate an exported MLIP on a data file")
-    tree.add("data", "generate", _gen_args, _gen,
-             help="generate GFN2-xTB-labelled frames (perturbed + MD) from SMILES")
-    tree.add("data", "pubchemqcr", *_lazy("scifm.mlip.pubchemqcr.generate"),
-             help="generate PubChemQCR-format relaxation trajectories (xTB stages) into LMDB shards")
-    tree.add("convert", "pubchemqcr", *_lazy("scifm.mlip.pubchemqcr.convert"),
-             help="convert PubChemQCR LMDB shards to the atomistic HDF5 spec")
-    tree.add("relax", None, *_lazy("scifm.mlip.relax"),
-             help="relax molecules with an MLIP and compare with reference minima")
+    tree.add(
+        "data",
+        "generate",
+        _gen_args,
+        _gen,
+        help="generate GFN2-xTB-labelled frames (perturbed + MD) from SMILES",
+    )
+    tree.add(
+        "data",
+        "pubchemqcr",
+        *_lazy("scifm.mlip.pubchemqcr.generate"),
+        help="generate PubChemQCR-format relaxation trajectories (xTB stages) into LMDB shards",
+    )
+    tree.add(
+        "convert",
+        "pubchemqcr",
+        *_lazy("scifm.mlip.pubchemqcr.convert"),
+        help="convert PubChemQCR LMDB shards to the atomistic HDF5 spec",
+    )
+    tree.add(
+        "relax",
+        None,
+        *_lazy("scifm.mlip.relax"),
+        help="relax molecules with an MLIP and compare with reference minima",
+    )

@@ -19,7 +19,8 @@ OPTIONAL_LABELS = ("stress", "charges", "dipole")
 
 def open_frames(path: str | Path) -> list:
     """Read a training file: ``.extxyz``/``.xyz`` through ASE, an atomistic ``.h5``, or a PubChemQCR
-    LMDB spec ``pubchemqcr:PATH?stage=1st&split=train`` (see ``scifm/mlip/pubchemqcr/README.md``). Validated."""
+    LMDB spec ``pubchemqcr:PATH?stage=1st&split=train`` (see ``scifm/mlip/pubchemqcr/README.md``).
+    Validated."""
     if str(path).startswith("pubchemqcr:"):
         from scifm.mlip.pubchemqcr.reader import open_pubchemqcr
 
@@ -60,5 +61,11 @@ class GraphDataset(Dataset):
 
 def make_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers, persistent_workers=num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )

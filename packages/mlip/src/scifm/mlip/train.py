@@ -94,8 +94,13 @@ def predict(potential, loader) -> dict[str, np.ndarray]:
         f_ref.append(batch.forces.double().numpy())
         n_atoms.append(batch.n_atoms.numpy())
     cat = np.concatenate
-    return {"e_pred": cat(e_pred), "e_ref": cat(e_ref), "n_atoms": cat(n_atoms), "f_pred": cat(f_pred),
-            "f_ref": cat(f_ref)}
+    return {
+        "e_pred": cat(e_pred),
+        "e_ref": cat(e_ref),
+        "n_atoms": cat(n_atoms),
+        "f_pred": cat(f_pred),
+        "f_ref": cat(f_ref),
+    }
 
 
 def _split_frames(frames, fractions: dict[str, float], seed: int):
@@ -124,8 +129,9 @@ def _loss_weights(args, labels: set[str], model=None) -> dict[str, float]:
         if weights[k] > 0 and k not in labels:
             # Stress is absent from every molecular data set: switching it off is the normal case.
             if k != "stress":
-                warnings.warn(f"training data has no '{k}' labels on every frame: {k} loss switched off",
-                              stacklevel=2)
+                warnings.warn(
+                    f"training data has no '{k}' labels on every frame: {k} loss switched off", stacklevel=2
+                )
             weights[k] = 0.0
     return weights
 
@@ -212,19 +218,42 @@ def train_mlip(args) -> dict:
 
     scheduler = None
     if args.scheduler == "plateau":
-        scheduler = {"name": "plateau", "patience": max(2, args.max_epochs // 20), "factor": 0.5,
-                     "min_lr": args.lr / 100}
+        scheduler = {
+            "name": "plateau",
+            "patience": max(2, args.max_epochs // 20),
+            "factor": 0.5,
+            "min_lr": args.lr / 100,
+        }
     elif args.scheduler == "cosine":
         scheduler = {"name": "cosine", "eta_min": args.lr / 100}
-    task = MLIPTask(potential, weights, optimizer={"name": "adam", "lr": args.lr, "amsgrad": True},
-                    scheduler=scheduler, ema_decay=args.ema_decay if args.ema_decay > 0 else None)
+    task = MLIPTask(
+        potential,
+        weights,
+        optimizer={"name": "adam", "lr": args.lr, "amsgrad": True},
+        scheduler=scheduler,
+        ema_decay=args.ema_decay if args.ema_decay > 0 else None,
+    )
     train_loader = make_loader(train_ds, args.batch_size, True, args.seed, args.num_workers)
     valid_loader = make_loader(valid_ds, args.batch_size, False)
-    fit(task, train_loader, valid_loader, run_dir=out, max_epochs=args.max_epochs, seed=args.seed,
-        logger=args.logger, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
-        accelerator=args.accelerator, resume=args.resume, early_stopping_patience=args.patience,
-        grad_clip=args.grad_clip, dtype=args.dtype, progress=not args.no_progress,
-        max_time_s=60.0 * float(args.max_time) if args.max_time else None)
+    fit(
+        task,
+        train_loader,
+        valid_loader,
+        run_dir=out,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        logger=args.logger,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        accelerator=args.accelerator,
+        resume=args.resume,
+        early_stopping_patience=args.patience,
+        grad_clip=args.grad_clip,
+        dtype=args.dtype,
+        progress=not args.no_progress,
+        max_time_s=60.0 * float(args.max_time) if args.max_time else None,
+    )
     if not _is_global_zero():
         return {}
 
@@ -236,7 +265,9 @@ def train_mlip(args) -> dict:
     pred = predict(final, make_loader(test_ds, args.batch_size, False))
     from scifm.mlip.metrics import energy_force_metrics
 
-    metrics = energy_force_metrics(pred["e_pred"], pred["e_ref"], pred["n_atoms"], pred["f_pred"], pred["f_ref"])
+    metrics = energy_force_metrics(
+        pred["e_pred"], pred["e_ref"], pred["n_atoms"], pred["f_pred"], pred["f_ref"]
+    )
     history = read_metrics_csv(out)
     metrics.update(
         model=args.model,
@@ -248,8 +279,15 @@ def train_mlip(args) -> dict:
         loss_weights=weights,
         wall_time_s=time.perf_counter() - t0,
     )
-    parity_plot(out / "parity.png", pred["e_ref"], pred["e_pred"], pred["n_atoms"], pred["f_ref"],
-                pred["f_pred"], title=f"{args.model} — test split")
+    parity_plot(
+        out / "parity.png",
+        pred["e_ref"],
+        pred["e_pred"],
+        pred["n_atoms"],
+        pred["f_ref"],
+        pred["f_pred"],
+        title=f"{args.model} — test split",
+    )
     learning_curve(out / "learning_curve.png", history, title=args.model)
     _write_json(out / "metrics.json", metrics)
     return metrics
@@ -271,12 +309,21 @@ def evaluate_mlip(args) -> dict:
     frames = open_frames(args.data)
     ds = GraphDataset(frames, potential.cutoff, dtype=dtype)
     pred = predict(potential, make_loader(ds, args.batch_size, False))
-    metrics = energy_force_metrics(pred["e_pred"], pred["e_ref"], pred["n_atoms"], pred["f_pred"], pred["f_ref"])
+    metrics = energy_force_metrics(
+        pred["e_pred"], pred["e_ref"], pred["n_atoms"], pred["f_pred"], pred["f_ref"]
+    )
     metrics.update(model=str(args.model), data=str(args.data), wall_time_s=time.perf_counter() - t0)
     out = Path(args.out)
     _write_json(out, metrics)
-    parity_plot(out.with_name(out.stem + "_parity.png"), pred["e_ref"], pred["e_pred"], pred["n_atoms"],
-                pred["f_ref"], pred["f_pred"], title=f"{args.model} on {Path(args.data).name}")
+    parity_plot(
+        out.with_name(out.stem + "_parity.png"),
+        pred["e_ref"],
+        pred["e_pred"],
+        pred["n_atoms"],
+        pred["f_ref"],
+        pred["f_pred"],
+        title=f"{args.model} on {Path(args.data).name}",
+    )
     return metrics
 
 

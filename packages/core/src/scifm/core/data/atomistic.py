@@ -1,7 +1,8 @@
 """The ``atomistic`` HDF5 spec (version 1): ragged frames concatenated along the atom axis.
 
 Layout (see ``data_specs/atomistic/README.md``): per-frame datasets ``n_atoms [F]``, ``cell [F,3,3]``,
-``pbc [F,3]``, ``energy [F]``, ``total_charge [F]``, ``traj_id [F]``, ``step [F]``, optional ``stress [F,3,3]``,
+``pbc [F,3]``, ``energy [F]``, ``total_charge [F]``, ``traj_id [F]``, ``step [F]``,
+optional ``stress [F,3,3]``,
 ``dipole [F,3]``; per-atom datasets ``numbers [A]``, ``positions [A,3]``, ``forces [A,3]``, optional
 ``charges [A]``. Root attributes: ``spec``, ``spec_version``, ``energy_unit``, ``length_unit``,
 ``level_of_theory``. Frame ``k`` owns atoms ``offsets[k]:offsets[k+1]`` with offsets = cumsum(n_atoms).
@@ -27,8 +28,14 @@ FRAME_KEYS = ("n_atoms", "cell", "pbc", "energy", "total_charge", "traj_id", "st
 ATOM_KEYS = ("numbers", "positions", "forces")
 OPTIONAL_FRAME = ("stress", "dipole")
 OPTIONAL_ATOM = ("charges",)
-UNITS = {"energy_unit": "eV", "length_unit": "Angstrom", "forces_unit": "eV/Angstrom",
-         "stress_unit": "eV/Angstrom^3", "charge_unit": "e", "dipole_unit": "e*Angstrom"}
+UNITS = {
+    "energy_unit": "eV",
+    "length_unit": "Angstrom",
+    "forces_unit": "eV/Angstrom",
+    "stress_unit": "eV/Angstrom^3",
+    "charge_unit": "e",
+    "dipole_unit": "e*Angstrom",
+}
 
 
 def _frame_record(atoms, index: int, path, require=("energy", "forces")) -> dict:
@@ -83,7 +90,9 @@ def write_frames(
         fd, temp = tempfile.mkstemp(suffix=".h5.tmp", dir=path.parent)
         os.close(fd)
         with h5py.File(temp, "w") as h5:
-            h5.attrs.update({"spec": SPEC, "spec_version": SPEC_VERSION, "level_of_theory": "unknown", **UNITS})
+            h5.attrs.update(
+                {"spec": SPEC, "spec_version": SPEC_VERSION, "level_of_theory": "unknown", **UNITS}
+            )
             for k, v in (attrs or {}).items():
                 h5.attrs[k] = v
             per_frame = {
@@ -143,11 +152,15 @@ class AtomisticH5:
             raise DataError(self.path, f"not a readable HDF5 file (truncated or corrupt?): {exc}") from None
         if h5.attrs.get("spec") != SPEC:
             h5.close()
-            raise DataError(self.path, f"not an atomistic spec file (spec attribute {h5.attrs.get('spec')!r})")
+            raise DataError(
+                self.path, f"not an atomistic spec file (spec attribute {h5.attrs.get('spec')!r})"
+            )
         version = int(h5.attrs.get("spec_version", -1))
         if version > SPEC_VERSION or version < 1:
             h5.close()
-            raise DataError(self.path, f"spec_version {version} not supported (this sci-fm reads {SPEC_VERSION})")
+            raise DataError(
+                self.path, f"spec_version {version} not supported (this sci-fm reads {SPEC_VERSION})"
+            )
         return h5
 
     @property
@@ -200,7 +213,7 @@ class AtomisticH5:
 
 
 def validate_file(path: str | Path, require: tuple[str, ...] = ("energy", "forces")) -> None:
-    """Check the whole file against the spec; raise DataError naming the dataset/frame on the first problem."""
+    """Check the whole file against the spec; DataError names the dataset/frame of the first problem."""
     path = Path(path)
     try:
         h5 = h5py.File(path, "r")
@@ -232,8 +245,19 @@ def validate_file(path: str | Path, require: tuple[str, ...] = ("energy", "force
         labels = {"energy": arrays["energy"][k], "forces": arrays["forces"][a:b]}
         for key, arr in optional.items():
             labels[key] = arr[a:b] if key in OPTIONAL_ATOM else arr[k]
-        labels = {key: v for key, v in labels.items() if not (key in ("energy", "forces") and np.isnan(v).all()
-                                                              and key not in require)}
+        labels = {
+            key: v
+            for key, v in labels.items()
+            if not (key in ("energy", "forces") and np.isnan(v).all() and key not in require)
+        }
         pbc = arrays["pbc"][k]
-        check_frame(path, k, numbers[a:b], arrays["positions"][a:b], labels, require,
-                    arrays["cell"][k] if pbc.any() else None, pbc)
+        check_frame(
+            path,
+            k,
+            numbers[a:b],
+            arrays["positions"][a:b],
+            labels,
+            require,
+            arrays["cell"][k] if pbc.any() else None,
+            pbc,
+        )

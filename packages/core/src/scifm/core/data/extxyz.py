@@ -38,7 +38,9 @@ def _locate_bad_frame(path: Path) -> str:
     return "unreadable extxyz"
 
 
-def read_extxyz(path: str | Path, require: tuple[str, ...] = ("energy", "forces"), validate: bool = True) -> list:
+def read_extxyz(
+    path: str | Path, require: tuple[str, ...] = ("energy", "forces"), validate: bool = True
+) -> list:
     """Read every frame; labels may be calculator results or ``REF_*``/plain keys. Validates each frame."""
     import ase.io
 
@@ -55,8 +57,16 @@ def read_extxyz(path: str | Path, require: tuple[str, ...] = ("energy", "forces"
     if validate:
         for k, atoms in enumerate(frames):
             pbc = atoms.get_pbc()
-            check_frame(path, k, atoms.get_atomic_numbers(), atoms.get_positions(), atoms_labels(atoms), require,
-                        atoms.get_cell().array if pbc.any() else None, pbc)
+            check_frame(
+                path,
+                k,
+                atoms.get_atomic_numbers(),
+                atoms.get_positions(),
+                atoms_labels(atoms),
+                require,
+                atoms.get_cell().array if pbc.any() else None,
+                pbc,
+            )
     return frames
 
 
