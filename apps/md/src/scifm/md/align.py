@@ -1,0 +1,424 @@
+"""Density alignment (BAMBOO §4): shift each mixture's pressure by fine-tuning only the energy readout.
+
+Pressure target per mixture. If the model's NPT density ρ_MD differs from experiment ρ_exp, adding ΔP to
+the model's pressure at fixed configurations moves the NPT density by δρ/ρ = κ_T ΔP (to first order), so
+
+    ΔP = (ρ_MD - ρ_exp) / (ρ_MD · κ_T)          (bar; κ_T in 1/bar)
+
+with κ_T = ⟨δV²⟩ / (k_B T ⟨V⟩) from the NPT volume fluctuations (``summary.json`` of ``sci-fm md``
+writes it as ``isothermal_compressibility_per_bar``). A too dense model (ρ_MD > ρ_exp) gets ΔP > 0: more
+internal pressure, the box expands. The anchor leaves ΔP to the user; this formula is our choice.
+
+Loss per fixed frame (NN intermolecular pressure, ``scifm.md.finetune.nn_edge_pressure_bar`` over edges
+joining different molecules; charges, Coulomb and dispersion are not touched):
+
+    L = ((P_inter(θ) - P_inter(θ₀) - ΔP) / p_scale)² + w_E (E-E₀)²/N + w_F mean|F-F₀|² + w_W mean((W-W₀)²)/N
+
+E₀, F₀, W₀: the unaligned model on the same frame (anchor terms). Defaults (p_scale = 100 bar, w_E = 5.3,
+w_F = 5.3e4, w_W = 160, eV units) are the anchor's weights 1e2 / 1e6 / 3e3 (kcal/mol, atm²) converted to
+eV and divided by p_scale². Then, when labelled clusters are given, one cluster step as in distillation
+(0.3 E + 1.0 F + 0.1 W). Adam, lr 1e-5, γ = 0.99, ≤ 30 frames per mixture, every 3rd held out.
+
+``--systems FILE.yaml``::
+
+    systems:
+      - name: EC_DMC_LiPF6_0.5M
+        density_exp: 1.235                # g/cm³
+        md: runs/npt_ec_dmc               # NPT output of `sci-fm md` (summary.json, traj, mol_id arrays)
+        # optional: frames (file), density_md, kappa_T_per_bar, delta_p_bar (overrides the formula)
+
+After training, ``--npt-steps N`` re-runs NPT from each mixture's last frame with the aligned model and
+reports the new density. Outputs: ``model/``, ``metrics.json`` (per mixture ΔP target, residual before and
+after, densities), ``history.csv``, ``alignment.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scifm.core.errors import ConfigError, DataError
+
+from .clusters import molecule_ids
+from .committee import resolve_model_dir
+from .finetune import (
+    changed_keys,
+    frame_graph,
+    freeze_to_readout,
+    intermolecular_edges,
+    is_periodic,
+    nn_edge_pressure_bar,
+    predict,
+)
+
+SYSTEM_KEYS = {
+    "name",
+    "density_exp",
+    "md",
+    "frames",
+    "density_md",
+    "kappa_T_per_bar",
+    "delta_p_bar",
+    "composition",
+}
+DEFAULT_W = {"p_scale": 100.0, "energy": 5.3, "forces": 5.3e4, "virial": 160.0}
+
+
+def delta_p_bar(rho_md: float, rho_exp: float, kappa_T_per_bar: float) -> float:
+    """ΔP = (ρ_MD - ρ_exp) / (ρ_MD κ_T) in bar (module docstring)."""
+    if not kappa_T_per_bar > 0:
+        raise ConfigError(
+            f"κ_T must be > 0 (got {kappa_T_per_bar}); run a longer NPT or give kappa_T_per_bar"
+        )
+    return (rho_md - rho_exp) / (rho_md * kappa_T_per_bar)
+
+
+def load_systems(path: str | Path, max_frames: int = 30) -> list[dict]:
+    """Validated systems with ``frames`` (ase.Atoms list), ``mol`` (molecule ids), ``delta_p_bar``."""
+    import yaml
+
+    from .trajectory import read_trajectory
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "systems file not found")
+    data = yaml.safe_load(path.read_text()) or {}
+    systems = data.get("systems") if isinstance(data, dict) else None
+    if not isinstance(systems, list) or not systems:
+        raise DataError(path, "expected a top-level 'systems:' list")
+    out = []
+    for k, s in enumerate(systems):
+        rec = s.get("name", k) if isinstance(s, dict) else k
+        if not isinstance(s, dict):
+            raise DataError(path, "each system must be a mapping", record=rec)
+        unknown = set(s) - SYSTEM_KEYS
+        if unknown:
+            raise DataError(
+                path, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(SYSTEM_KEYS)}", record=rec
+            )
+        base = path.parent
+        md = Path(base, s["md"]) if s.get("md") else None
+        summary = {}
+        if md is not None:
+            if not (md / "summary.json").is_file():
+                raise DataError(md, "no summary.json (not a `sci-fm md` output directory)", record=rec)
+            summary = json.loads((md / "summary.json").read_text())
+        frames_path = (
+            Path(base, s["frames"])
+            if s.get("frames")
+            else (md / summary.get("trajectory", "traj.extxyz") if md else None)
+        )
+        if frames_path is None:
+            raise DataError(path, "give 'md' (a sci-fm md directory) or 'frames'", record=rec)
+        if "delta_p_bar" in s:
+            dp = float(s["delta_p_bar"])
+            rho_md = s.get("density_md", summary.get("density_g_cm3_mean"))
+        else:
+            if "density_exp" not in s:
+                raise DataError(path, "missing 'density_exp' (g/cm³)", record=rec)
+            rho_md = s.get("density_md", summary.get("density_g_cm3_mean"))
+            kappa = s.get("kappa_T_per_bar", summary.get("isothermal_compressibility_per_bar"))
+            if rho_md is None or kappa is None:
+                raise DataError(path, "need density_md and kappa_T_per_bar (or an NPT 'md' run)", record=rec)
+            if not 1e-6 <= float(kappa) <= 1e-3:  # liquids: ~3e-5 .. 2e-4 1/bar
+                warnings.warn(
+                    f"{path} [{rec}]: κ_T = {float(kappa):.3g} 1/bar is implausible for a liquid (NPT too "
+                    "short?); ΔP will be off — give kappa_T_per_bar or delta_p_bar",
+                    stacklevel=2,
+                )
+            dp = delta_p_bar(float(rho_md), float(s["density_exp"]), float(kappa))
+        frames = read_trajectory(frames_path)
+        frames = frames[len(frames) // 2 :] if len(frames) > 2 * max_frames else frames  # skip equilibration
+        if len(frames) > max_frames:
+            frames = [frames[i] for i in np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
+        for j, a in enumerate(frames):
+            if not is_periodic(a):
+                raise DataError(frames_path, "frames must be periodic", record=f"frame {j}")
+        out.append(
+            {
+                "name": str(s.get("name", f"system{k}")),
+                "frames": frames,
+                "mol": molecule_ids(frames[0]),
+                "delta_p_bar": dp,
+                "density_md": None if rho_md is None else float(rho_md),
+                "density_exp": s.get("density_exp"),
+                "md_dir": md,
+                "md_settings": summary.get("settings", {}),
+            }
+        )
+    return out
+
+
+def align(
+    model: str | Path,
+    systems: list[dict],
+    out: str | Path,
+    epochs: int = 30,
+    lr: float = 1e-5,
+    gamma: float = 0.99,
+    weights: dict | None = None,
+    cluster_frames=None,
+    cluster_batch: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Fine-tune the readout of ``model`` towards each system's ΔP; returns the metrics (also written)."""
+    from tqdm.auto import tqdm
+
+    from scifm.mlip.export import export_potential, load_potential
+
+    from .distill import CLUSTER_W, _cluster_loss, _write_history
+    from .md import _write_json
+
+    t0 = time.perf_counter()
+    if epochs < 1:
+        raise ConfigError(f"--epochs {epochs}: must be >= 1")
+    w = {**DEFAULT_W, **(weights or {})}
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model_dir = resolve_model_dir(model)
+    pot = load_potential(model_dir)
+    dtype = pot.atom_ref.dtype
+    before = {k: v.detach().clone() for k, v in pot.state_dict().items()}
+    items = []  # (system index, graph, inter mask, P0, E0, F0, W0, n_atoms, valid?)
+    for si, s in enumerate(systems):
+        for j, a in enumerate(s["frames"]):
+            mol = molecule_ids(a) if "mol_id" in a.arrays else s["mol"]
+            g = frame_graph(a, pot.cutoff, dtype)
+            mask = intermolecular_edges(g, mol)
+            p0 = float(nn_edge_pressure_bar(pot, g, mask, create_graph=False))
+            ref = {k: v.detach() for k, v in predict(pot, g, periodic=True).items()}
+            items.append(
+                {
+                    "sys": si,
+                    "graph": g,
+                    "mask": mask,
+                    "p0": p0,
+                    "ref": ref,
+                    "n": len(a),
+                    "valid": len(s["frames"]) >= 3 and j % 3 == 2,
+                }
+            )
+    if not items:
+        raise ConfigError("no frames to align on")
+    params = freeze_to_readout(pot)
+    pot.train()
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
+    clusters = list(cluster_frames or [])
+    from .finetune import frame_graph as fg
+
+    cgraphs = [fg(a, pot.cutoff, dtype) for a in clusters]
+    cw = dict(CLUSTER_W)
+
+    def frame_loss(it):
+        dp = nn_edge_pressure_bar(pot, it["graph"], it["mask"]) - it["p0"]
+        target = systems[it["sys"]]["delta_p_bar"]
+        pred = predict(pot, it["graph"], periodic=True)
+        ref, n = it["ref"], it["n"]
+        loss = ((dp - target) / w["p_scale"]) ** 2
+        loss = loss + w["energy"] * (pred["energy"][0] - ref["energy"][0]) ** 2 / n
+        loss = loss + w["forces"] * ((pred["forces"] - ref["forces"]) ** 2).mean()
+        loss = loss + w["virial"] * ((pred["virial"] - ref["virial"]) ** 2).mean() / n
+        return loss, float(dp.detach()) - target
+
+    def residuals(valid_only: bool = True) -> dict[str, float]:
+        res = {}
+        for si, s in enumerate(systems):
+            sel = [it for it in items if it["sys"] == si and (it["valid"] or not valid_only)]
+            sel = sel or [it for it in items if it["sys"] == si]
+            res[s["name"]] = float(
+                np.mean(
+                    [
+                        float(nn_edge_pressure_bar(pot, it["graph"], it["mask"], create_graph=False))
+                        - it["p0"]
+                        - s["delta_p_bar"]
+                        for it in sel
+                    ]
+                )
+            )
+        return res
+
+    train = [it for it in items if not it["valid"]] or items
+    history = [{"epoch": 0, "loss": float("nan"), **{f"residual_bar/{k}": v for k, v in residuals().items()}}]
+    c_ptr = 0
+    for epoch in tqdm(range(1, epochs + 1), desc="align", unit="epoch", disable=not progress):
+        losses = []
+        for k in rng.permutation(len(train)):
+            opt.zero_grad()
+            loss, _ = frame_loss(train[k])
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if clusters:
+                sel = [(c_ptr + i) % len(clusters) for i in range(min(cluster_batch, len(clusters)))]
+                c_ptr = (c_ptr + len(sel)) % len(clusters)
+                opt.zero_grad()
+                closs, _ = _cluster_loss(
+                    pot, [cgraphs[i] for i in sel], [clusters[i] for i in sel], cw, dtype
+                )
+                closs.backward()
+                opt.step()
+        sched.step()
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                **{f"residual_bar/{k}": v for k, v in residuals().items()},
+            }
+        )
+    pot.eval()
+    changed = changed_keys(before, pot.state_dict())
+    out = Path(out)
+    export_potential(
+        pot,
+        out / "model",
+        meta={
+            "aligned_from": str(model_dir),
+            "epochs": epochs,
+            "delta_p_bar": {s["name"]: s["delta_p_bar"] for s in systems},
+        },
+    )
+    _write_history(out / "history.csv", history)
+    _plot(out / "alignment.png", history, [s["name"] for s in systems])
+    per = {}
+    for s in systems:
+        per[s["name"]] = {
+            "delta_p_target_bar": s["delta_p_bar"],
+            "density_md_g_cm3": s["density_md"],
+            "density_exp_g_cm3": s["density_exp"],
+            "n_frames": len(s["frames"]),
+            "residual_before_bar": history[0][f"residual_bar/{s['name']}"],
+            "residual_after_bar": history[-1][f"residual_bar/{s['name']}"],
+        }
+    after_res = [v["residual_after_bar"] for v in per.values()]
+    metrics = {
+        "systems": per,
+        "epochs": epochs,
+        "residual_mean_bar": float(np.mean(after_res)),
+        "residual_std_bar": float(np.std(after_res)),
+        "changed_parameters": changed,
+        "n_cluster_frames": len(clusters),
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def rerun_npt(model_dir: Path, systems: list[dict], out: Path, steps: int, progress: bool) -> dict[str, dict]:
+    """NPT of each system from its last frame with the aligned model; density before/after."""
+    from .committee import make_member
+    from .md import MDSettings, run_md
+
+    res = {}
+    for s in systems:
+        atoms = s["frames"][-1].copy()
+        st = s["md_settings"] or {}
+        settings = MDSettings(
+            ensemble="npt",
+            temperature=st.get("temperature", 300.0),
+            pressure=st.get("pressure", 1.0),
+            timestep=st.get("timestep", 1.0),
+            steps=steps,
+            save_every=st.get("save_every", max(1, steps // 20)),
+            thermo_every=st.get("thermo_every", max(1, min(10, steps // 10))),
+            barostat=st.get("barostat", "mtk"),
+            tdamp=st.get("tdamp", 100.0),
+            pdamp=st.get("pdamp", 1000.0),
+            progress=progress,
+        )
+        summary = run_md(atoms, make_member(model_dir, dispersion="auto"), settings, out / s["name"])
+        res[s["name"]] = {
+            "density_before_g_cm3": s["density_md"],
+            "density_after_g_cm3": summary.get("density_g_cm3_mean"),
+            "density_after_sem_g_cm3": summary.get("density_g_cm3_sem"),
+            "density_exp_g_cm3": s["density_exp"],
+            "stopped": summary["stopped"],
+        }
+    return res
+
+
+def _plot(path: Path, history: list[dict], names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ep = [h["epoch"] for h in history]
+    for n in names:
+        ax.plot(ep, [h[f"residual_bar/{n}"] for h in history], marker="o", ms=3, label=n)
+    ax.axhline(0, color="0.6", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ΔP_pred - ΔP_target (bar)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="run or model directory to align")
+    p.add_argument(
+        "--systems", required=True, help="YAML listing mixtures, NPT runs and experimental densities"
+    )
+    p.add_argument("--clusters", default=None, help="labelled clusters (.extxyz/.h5) for the cluster steps")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--gamma", type=float, default=0.99)
+    p.add_argument("--max-frames", type=int, default=30, help="frames per mixture")
+    p.add_argument("--pressure-scale", type=float, default=DEFAULT_W["p_scale"], help="bar")
+    p.add_argument("--energy-anchor", type=float, default=DEFAULT_W["energy"])
+    p.add_argument("--forces-anchor", type=float, default=DEFAULT_W["forces"])
+    p.add_argument("--virial-anchor", type=float, default=DEFAULT_W["virial"])
+    p.add_argument("--npt-steps", type=int, default=0, help="re-run NPT with the aligned model (0: skip)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/align")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run(args) -> int:
+    from .md import _write_json
+
+    systems = load_systems(args.systems, args.max_frames)
+    clusters = None
+    if args.clusters:
+        from scifm.mlip.dataset import open_frames
+
+        clusters = open_frames(args.clusters)
+    weights = {
+        "p_scale": args.pressure_scale,
+        "energy": args.energy_anchor,
+        "forces": args.forces_anchor,
+        "virial": args.virial_anchor,
+    }
+    m = align(
+        args.model,
+        systems,
+        args.out,
+        epochs=args.epochs,
+        lr=args.lr,
+        gamma=args.gamma,
+        weights=weights,
+        cluster_frames=clusters,
+        seed=args.seed,
+        progress=args.progress,
+    )
+    if args.npt_steps > 0:
+        m["npt"] = rerun_npt(
+            Path(args.out) / "model", systems, Path(args.out) / "npt", args.npt_steps, args.progress
+        )
+        _write_json(Path(args.out) / "metrics.json", m)
+    for name, v in m["systems"].items():
+        print(
+            f"{name}: ΔP target {v['delta_p_target_bar']:.1f} bar, "
+            f"residual {v['residual_before_bar']:.1f} -> "
+            f"{v['residual_after_bar']:.1f} bar"
+        )
+    return 0

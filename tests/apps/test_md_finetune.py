@@ -1,0 +1,165 @@
+"""Distillation and density alignment: one epoch on tiny data changes only the energy readout; the edge
+pressure agrees with the stress; ΔP formula; the CLI paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase import units
+from test_md_common import export_tiny, tiny_potential, water_box
+
+from scifm.cli.main import main
+from scifm.md.align import delta_p_bar
+from scifm.md.finetune import changed_keys, frame_graph, intermolecular_edges, nn_edge_pressure_bar, predict
+from scifm.md.md import MDSettings, run_md
+from scifm.mlip.calculator import SciFMCalculator
+from scifm.mlip.export import load_potential
+
+
+@pytest.fixture(scope="module")
+def npt_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    models = [export_tiny(root / f"t{k}", seed=k) for k in range(3)]
+    out = root / "npt"
+    run_md(
+        water_box(),
+        SciFMCalculator(load_potential(models[0]), dtype="float64"),
+        MDSettings(
+            ensemble="npt", steps=30, timestep=0.5, save_every=5, thermo_every=1, pdamp=100.0, progress=False
+        ),
+        out,
+    )
+    return root, models, out
+
+
+def test_edge_pressure_equals_nn_stress_pressure():
+    pot = tiny_potential(3)
+    g = frame_graph(water_box(), pot.cutoff, torch.float64)
+    p_edges = float(nn_edge_pressure_bar(pot, g, create_graph=False))
+    stress = predict(pot, g, periodic=True)["virial"][0] / -torch.linalg.det(g.cell[0]).abs()
+    assert p_edges == pytest.approx(float(-torch.trace(stress) / 3 / units.bar), rel=1e-9)
+    inter = intermolecular_edges(g, water_box().arrays["mol_id"])
+    assert 0 < int(inter.sum()) < len(inter)
+
+
+def test_delta_p_sign_and_size():
+    # too dense by 1 % with κ_T = 1e-4 /bar -> +100 bar (pushes the box out)
+    assert delta_p_bar(1.01, 1.0, 1e-4) == pytest.approx(0.01 / 1.01 / 1e-4)
+    assert delta_p_bar(0.99, 1.0, 1e-4) < 0
+
+
+def _readout_only(changed):
+    assert changed and all(k.startswith("model.energy_mlp.") for k in changed), changed
+
+
+def test_distill_one_epoch_changes_only_the_readout(npt_run, tmp_path):
+    root, models, run = npt_run
+    clusters = tmp_path / "clusters.extxyz"
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    cl = []
+    for k in range(2):  # "labelled" clusters: the box molecules without PBC, labelled by teacher 1
+        a = water_box(seed=k)
+        a.pbc = False
+        a.cell = np.zeros((3, 3))
+        calc = SciFMCalculator(load_potential(models[1]), dtype="float64")
+        a.calc = SinglePointCalculator(a, energy=calc.get_potential_energy(a), forces=calc.get_forces(a))
+        cl.append(a)
+    ase.io.write(clusters, cl, format="extxyz")
+    out = tmp_path / "distill"
+    rc = main(
+        [
+            "distill",
+            "--teachers",
+            *map(str, models),
+            "--frames",
+            str(run / "traj.extxyz"),
+            "--clusters",
+            str(clusters),
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    _readout_only(m["changed_parameters"])
+    before = load_potential(models[0]).state_dict()
+    after = load_potential(out / "model").state_dict()
+    assert changed_keys(before, after) == m["changed_parameters"]  # everything else bit-identical
+    assert m["teacher_forces_std_max_eV_A_mean"] > 0
+    assert (out / "learning_curve.png").is_file()
+
+
+def test_distill_needs_three_teachers(npt_run, tmp_path, capsys):
+    _, models, run = npt_run
+    assert (
+        main(
+            [
+                "distill",
+                "--teachers",
+                *map(str, models[:2]),
+                "--frames",
+                str(run / "traj.extxyz"),
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
+    assert "at least 3 teachers" in capsys.readouterr().err
+
+
+def test_align_one_epoch_moves_pressure_towards_target(npt_run, tmp_path):
+    root, models, run = npt_run
+    systems = tmp_path / "systems.yaml"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["isothermal_compressibility_per_bar"] > 0
+    systems.write_text(yaml.safe_dump({"systems": [{"name": "water", "md": str(run), "delta_p_bar": 500.0}]}))
+    out = tmp_path / "align"
+    rc = main(
+        [
+            "align",
+            "--model",
+            str(models[0]),
+            "--systems",
+            str(systems),
+            "--epochs",
+            "3",
+            "--lr",
+            "3e-3",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--npt-steps",
+            "10",
+        ]
+    )
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    _readout_only(m["changed_parameters"])
+    after = load_potential(out / "model").state_dict()
+    assert changed_keys(load_potential(models[0]).state_dict(), after) == m["changed_parameters"]
+    w = m["systems"]["water"]
+    assert w["residual_before_bar"] == pytest.approx(-500.0)
+    assert abs(w["residual_after_bar"]) < abs(w["residual_before_bar"])
+    assert m["npt"]["water"]["density_after_g_cm3"] > 0
+
+
+def test_align_rejects_unknown_keys(tmp_path, capsys):
+    model = export_tiny(tmp_path / "m")
+    systems = tmp_path / "s.yaml"
+    systems.write_text(yaml.safe_dump({"systems": [{"name": "x", "density": 1.0}]}))
+    assert (
+        main(["align", "--model", str(model), "--systems", str(systems), "--out", str(tmp_path / "o")]) == 2
+    )
+    assert "unknown key" in capsys.readouterr().err
