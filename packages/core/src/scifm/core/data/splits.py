@@ -22,15 +22,13 @@ def split_by_trajectory(
     if frac.sum() <= 0:
         raise ValueError("split fractions must sum to a positive number")
     frac = frac / frac.sum()
-    counts = np.floor(frac * len(order)).astype(int)
-    # Give every positive split at least one trajectory, then hand out the remainder by largest fraction.
-    for k in range(len(names)):
-        if frac[k] > 0 and counts[k] == 0 and counts.sum() < len(order):
-            counts[k] = 1
-    while counts.sum() < len(order):
-        counts[int(np.argmax(frac * len(order) - counts))] += 1
-    while counts.sum() > len(order):
-        counts[int(np.argmax(counts))] -= 1
+    n = len(order)
+    positive = frac > 0
+    # Every split with a positive fraction gets one trajectory first (when there are enough), then the
+    # rest go one by one to the split furthest below its share.
+    counts = positive.astype(int) if n >= positive.sum() else np.zeros(len(names), dtype=int)
+    while counts.sum() < n:
+        counts[int(np.argmax(frac * n - counts))] += 1
     out, start = {}, 0
     for name, c in zip(names, counts, strict=True):
         chosen = order[start : start + c]
