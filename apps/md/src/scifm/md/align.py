@@ -173,7 +173,7 @@ def align(
 
     from scifm.mlip.export import export_potential, load_potential
 
-    from .distill import CLUSTER_W, _cluster_loss, _write_history
+    from .distill import CLUSTER_W, _write_history, cluster_step
     from .md import _write_json
 
     t0 = time.perf_counter()
@@ -257,14 +257,7 @@ def align(
             opt.step()
             losses.append(float(loss.detach()))
             if clusters:
-                sel = [(c_ptr + i) % len(clusters) for i in range(min(cluster_batch, len(clusters)))]
-                c_ptr = (c_ptr + len(sel)) % len(clusters)
-                opt.zero_grad()
-                closs, _ = _cluster_loss(
-                    pot, [cgraphs[i] for i in sel], [clusters[i] for i in sel], cw, dtype
-                )
-                closs.backward()
-                opt.step()
+                c_ptr = cluster_step(pot, opt, clusters, cgraphs, c_ptr, cluster_batch, cw, dtype)
         sched.step()
         history.append(
             {

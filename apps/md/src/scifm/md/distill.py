@@ -80,6 +80,19 @@ def _bulk_loss(student, graph, target, n_atoms, w, dtype):
     return loss, logs
 
 
+def cluster_step(pot, opt, clusters, cgraphs, c_ptr: int, cluster_batch: int, w, dtype) -> int:
+    """One optimiser step on the next ``cluster_batch`` clusters (cycling); returns the new cursor.
+
+    The gas-phase cluster step that distillation and alignment alternate with each bulk frame.
+    """
+    sel = [(c_ptr + i) % len(clusters) for i in range(min(cluster_batch, len(clusters)))]
+    opt.zero_grad()
+    closs, _ = _cluster_loss(pot, [cgraphs[i] for i in sel], [clusters[i] for i in sel], w, dtype)
+    closs.backward()
+    opt.step()
+    return (c_ptr + len(sel)) % len(clusters)
+
+
 def _cluster_loss(student, graphs, frames, w, dtype):
     de_all, loss_f, loss_w, n_f = [], 0.0, 0.0, 0
     for g, a in zip(graphs, frames, strict=True):
@@ -173,14 +186,7 @@ def distill(
             opt.step()
             losses.append(float(loss.detach()))
             if clusters:
-                sel = [(c_ptr + i) % len(clusters) for i in range(min(cluster_batch, len(clusters)))]
-                c_ptr = (c_ptr + len(sel)) % len(clusters)
-                opt.zero_grad()
-                closs, _ = _cluster_loss(
-                    pot, [cgraphs[i] for i in sel], [clusters[i] for i in sel], cw, dtype
-                )
-                closs.backward()
-                opt.step()
+                c_ptr = cluster_step(pot, opt, clusters, cgraphs, c_ptr, cluster_batch, cw, dtype)
         sched.step()
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validate()}
         history.append(row)
