@@ -73,32 +73,9 @@ def test_label_window_and_bins():
     assert to_class(torch.tensor([0.2, 0.2001, 0.8, 0.81, 0.0, 1.0])).tolist() == [0, 1, 3, 4, 0, 4]
 
 
-RC = """.subckt t a y vdd vss
-X0 y.t0 a.t0 vss.t0 vss sky130_fd_pr__nfet_01v8 w=1 l=0.15 ad=0.3 as=0.2
-X1 y.t1 a.t1 vdd vdd sky130_fd_pr__pfet_01v8 w=2 l=0.15
-X2 y.t2 a.t2 m vss sky130_fd_pr__nfet_01v8 w=1 l=0.15
-R0 y y.t0 5
-R1 y y.t1 5
-R2 y y.t2 5
-R3 a a.t0 1
-R4 a a.t1 1
-R5 a a.t2 1
-R6 vss vss.t0 1
-C0 y vss 2f
-C1 y.t0 vss 1f
-C2 a y 0.5f
-C3 a.t1 y 0.25f
-C4 a y.t2 -0.1f
-C5 m a 0.3f
-C6 y vdd 1f
-C7 y y.t1 9f
-.ends
-"""
-
-
-def test_netlist_graph_labels_by_hand(tmp_path):
+def test_netlist_graph_labels_by_hand(tmp_path, rc_netlist):
     p = tmp_path / "rc.spice"
-    p.write_text(RC)
+    p.write_text(rc_netlist)
     g = build_graph(read_flat(p), labels=ANCHOR)
     names = g.meta["net_names"]
     assert sorted(names) == ["a", "m", "y"] and g.meta["rails"] == ["vdd", "vss"]
@@ -121,11 +98,11 @@ def test_netlist_graph_labels_by_hand(tmp_path):
     assert g.x[iy, 1] == 0 and g.x[iy, 2] == 3 and g.x[ia, 1] == 3
 
 
-def test_parasitic_caps_are_never_features(tmp_path):
+def test_parasitic_caps_are_never_features(tmp_path, rc_netlist):
     p = tmp_path / "rc.spice"
-    p.write_text(RC)
+    p.write_text(rc_netlist)
     no_c = tmp_path / "noc.spice"
-    no_c.write_text("\n".join(ln for ln in RC.splitlines() if not ln.startswith("C")) + "\n")
+    no_c.write_text("\n".join(ln for ln in rc_netlist.splitlines() if not ln.startswith("C")) + "\n")
     g1, g2 = build_graph(read_flat(p)), build_graph(read_flat(no_c))
     assert torch.equal(g1.x, g2.x) and torch.equal(g1.edge_index, g2.edge_index)
     assert torch.equal(g1.pin_type, g2.pin_type) and torch.equal(g1.rail, g2.rail)

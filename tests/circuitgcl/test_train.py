@@ -5,36 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from scifm.circuitgcl.datasets import load_netlist_graph
 from scifm.circuitgcl.sgrl import SGRLConfig, train_sgrl
 from scifm.circuitgcl.tasks import TrainConfig, evaluate, fit_circuitgcl
 
 
-def _netlist(n_inv: int, seed: int) -> str:
-    """A chain of inverters with hand-made parasitics: Cg grows with fan-out W, coupling between stages."""
-    g = torch.Generator().manual_seed(seed)
-    lines = [".subckt chain in out vdd vss"]
-    for i in range(n_inv):
-        a, y = ("in" if i == 0 else f"n{i}"), ("out" if i == n_inv - 1 else f"n{i + 1}")
-        w = 0.5 + float(torch.rand(1, generator=g)) * 4
-        lines += [
-            f"XP{i} {y} {a} vdd vdd sky130_fd_pr__pfet_01v8 w={2 * w:.3f} l=0.15",
-            f"XN{i} {y} {a} vss vss sky130_fd_pr__nfet_01v8 w={w:.3f} l=0.15",
-            f"C{i} {y} vss {w * 0.8:.4f}f",
-            f"CC{i} {a} {y} {w * 0.05:.4f}f",
-        ]
-    lines.append(".ends")
-    return "\n".join(lines) + "\n"
-
-
 @pytest.fixture
-def designs(tmp_path):
+def designs(tmp_path, chain_netlist):
     paths = []
     for k, n in enumerate((12, 9, 7)):
         p = tmp_path / f"chain{k}.spice"
-        p.write_text(_netlist(n, k))
+        p.write_text(chain_netlist(n, k))
         paths.append(p)
     return paths
 

@@ -13,51 +13,11 @@ from scifm.circuitgcl.models import CircuitGNN
 from scifm.circuitgcl.spice import read_flat
 from scifm.circuitgcl.tasks import TrainConfig, fit_circuitgcl
 
-# the hand-made RC netlist of test_graph.py (nets a, y, m; X0..X2 all touch a and y; X2 also m)
-RC = """.subckt t a y vdd vss
-X0 y.t0 a.t0 vss.t0 vss sky130_fd_pr__nfet_01v8 w=1 l=0.15 ad=0.3 as=0.2
-X1 y.t1 a.t1 vdd vdd sky130_fd_pr__pfet_01v8 w=2 l=0.15
-X2 y.t2 a.t2 m vss sky130_fd_pr__nfet_01v8 w=1 l=0.15
-R0 y y.t0 5
-R1 y y.t1 5
-R2 y y.t2 5
-R3 a a.t0 1
-R4 a a.t1 1
-R5 a a.t2 1
-R6 vss vss.t0 1
-C0 y vss 2f
-C1 y.t0 vss 1f
-C2 a y 0.5f
-C3 a.t1 y 0.25f
-C4 a y.t2 -0.1f
-C5 m a 0.3f
-C6 y vdd 1f
-C7 y y.t1 9f
-.ends
-"""
-
-
-def _netlist(n_inv: int, seed: int) -> str:
-    """A chain of inverters with hand-made parasitics: Cg grows with fan-out W, coupling between stages."""
-    g = torch.Generator().manual_seed(seed)
-    lines = [".subckt chain in out vdd vss"]
-    for i in range(n_inv):
-        a, y = ("in" if i == 0 else f"n{i}"), ("out" if i == n_inv - 1 else f"n{i + 1}")
-        w = 0.5 + float(torch.rand(1, generator=g)) * 4
-        lines += [
-            f"XP{i} {y} {a} vdd vdd sky130_fd_pr__pfet_01v8 w={2 * w:.3f} l=0.15",
-            f"XN{i} {y} {a} vss vss sky130_fd_pr__nfet_01v8 w={w:.3f} l=0.15",
-            f"C{i} {y} vss {w * 0.8:.4f}f",
-            f"CC{i} {a} {y} {w * 0.05:.4f}f",
-        ]
-    lines.append(".ends")
-    return "\n".join(lines) + "\n"
-
 
 @pytest.fixture
-def rc_graph(tmp_path):
+def rc_graph(tmp_path, rc_netlist):
     p = tmp_path / "rc.spice"
-    p.write_text(RC)
+    p.write_text(rc_netlist)
     return build_graph(read_flat(p), labels=ANCHOR)
 
 
@@ -99,19 +59,19 @@ def test_sym_edge_head_ignores_endpoint_order(rc_graph):
     assert not torch.allclose(cat(*args, pairs=pairs), cat(*args, pairs=pairs.flip(0)))
 
 
-def _designs(tmp_path):
+def _designs(tmp_path, chain_netlist):
     from scifm.circuitgcl.datasets import load_netlist_graph
 
     out = []
     for k, n in enumerate((10, 8, 6)):
         p = tmp_path / f"chain{k}.spice"
-        p.write_text(_netlist(n, k))
+        p.write_text(chain_netlist(n, k))
         out.append(load_netlist_graph(p))
     return out
 
 
-def test_validation_design_is_never_trained_on(tmp_path):
-    g = _designs(tmp_path)
+def test_validation_design_is_never_trained_on(tmp_path, chain_netlist):
+    g = _designs(tmp_path, chain_netlist)
     cfg = TrainConfig(
         hidden=12, layers=1, epochs=60, patience=3, val_designs=[g[1].name], lr=1e-2, node_loss="bsce"
     )
@@ -127,8 +87,8 @@ def test_validation_design_is_never_trained_on(tmp_path):
         fit_circuitgcl(g[:2], TrainConfig(epochs=1, val_designs=["nope"]))
 
 
-def test_cc_floor_applies_to_training_and_test(tmp_path):
-    g = _designs(tmp_path)
+def test_cc_floor_applies_to_training_and_test(tmp_path, chain_netlist):
+    g = _designs(tmp_path, chain_netlist)
     floor = float(torch.quantile(torch.cat([x.cc_value for x in g]), 0.5))
     tm = fit_circuitgcl(g[:2], TrainConfig(hidden=8, layers=1, epochs=2, cc_floor=floor, edge_loss="gai"))
     (b,) = tm.batches(g[2:])

@@ -1,0 +1,110 @@
+"""Issue-3 tables from the newest records in benchmarks/results/mlip/: accuracy vs MACE, MD speed vs MACE,
+NVE drift. Ratios are ours / MACE's (forces: lower is better, so a ratio <= 1 meets the target; speed: higher
+is better, so a ratio >= 1 meets it).
+
+    uv run python benchmarks/mlip/tables.py            # prints markdown, writes results/mlip/tables.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def newest(folder: Path, prefix: str) -> dict | None:
+    """The newest record ``<prefix>-<UTC stamp>.json`` (stamps sort as text)."""
+    files = sorted(p for p in folder.glob(f"{prefix}-2*.json"))
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def accuracy_table(rec: dict) -> str:
+    rows = rec["rows"]
+    mace = {r["molecule"]: r for r in rows if r["model"] == "mace"}
+    out = [
+        "| molecule | model | params | epochs | train time (s) | E MAE (meV/mol) | F MAE (meV/Å) "
+        "| F MAE / MACE | target F ≤ MACE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        m = mace.get(r["molecule"])
+        ratio = r["forces_mae_meV_per_A"] / m["forces_mae_meV_per_A"] if m else None
+        target = "" if r["model"] not in ("bamboo", "nequip") or ratio is None else (
+            "met" if ratio <= 1.0 else "not met"
+        )
+        params = r.get("n_parameters")
+        out.append(
+            f"| {r['molecule']} | {r['model']} | {params if params is not None else '-'} | {r['epochs']} "
+            f"| {r['train_time_s']:.0f} | {r['energy_mae_meV']:.1f} | {r['forces_mae_meV_per_A']:.1f} "
+            f"| {f'{ratio:.2f}' if ratio is not None else '-'} | {target} |"
+        )
+    return "\n".join(out)
+
+
+def speed_table(rec: dict) -> str:
+    rows = rec["rows"]
+    mace = {r["system"]: r for r in rows if r["model"] == "mace"}
+    out = [
+        "| system | atoms | model | params | MD steps/s | / MACE | NL (ms) | forward (ms) | backward (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(v, fmt=".1f"):
+        return "-" if v is None else format(v, fmt)
+
+    for r in sorted(rows, key=lambda r: (r["n_atoms"], r["model"])):
+        m = mace.get(r["system"])
+        ratio = r["steps_per_s"] / m["steps_per_s"] if m and r["model"] != "mace" else None
+        out.append(
+            f"| {r['system']} | {r['n_atoms']} | {r['model']} | {r.get('n_parameters') or '-'} "
+            f"| {r['steps_per_s']:.2f} | {f(ratio, '.2f')} | {f(r.get('nl_ms'))} | {f(r.get('forward_ms'))} "
+            f"| {f(r.get('backward_ms'))} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "mlip"))
+    args = p.parse_args(argv)
+    folder = Path(args.results)
+    parts = []
+    acc = newest(folder, "rmd17-compare")
+    if acc:
+        c = acc["config"]
+        parts += [
+            "## Accuracy (rMD17-like GFN2-xTB data, test frames later in time than training frames)",
+            "",
+            f"{c['epochs']} epochs for every model, batch {c['batch_size']}, {c['device']}, "
+            f"{c['threads']} thread(s) per training; command: `{acc['provenance'].get('command', '')}`",
+            "",
+            accuracy_table(acc),
+            "",
+        ]
+    speed = newest(folder, "md-speed")
+    if speed:
+        c = speed["config"]
+        parts += [
+            "## MD speed through the ASE calculator (float32, neighbour list every step)",
+            "",
+            f"{c['threads']} threads, {c['device']}; steps timed: {c['steps']}",
+            "",
+            speed_table(speed),
+            "",
+        ]
+    nve = newest(folder, "nve-drift")
+    if nve:
+        parts += ["## NVE energy conservation (float64)", ""]
+        for r in nve["rows"]:
+            parts.append("- " + ", ".join(f"{k}: {v}" for k, v in r.items()))
+        parts.append("")
+    text = "\n".join(parts)
+    (folder / "tables.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
