@@ -31,13 +31,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 HERE = Path(__file__).resolve().parent
-# Table 6 of the TDN paper (layers, hidden, batch); BAMBOO is not in it (our choice, PaiNN-like budget).
+# Table 6 of the TDN paper (layers, hidden, batch); BAMBOO is not in it (our choice: its paper size).
+# SchNet ran with 3 interactions in the committed run (the key was misnamed then; see the summary's configs).
 PAPER = {
-    "schnet": {"batch_size": 128, "config": {"n_layers": 4, "n_features": 128}},
+    "schnet": {"batch_size": 128, "config": {"n_interactions": 4, "n_features": 128}},
     "painn": {"batch_size": 32, "config": {"n_layers": 4, "n_features": 128}},
-    "nequip": {"batch_size": 16, "config": {"n_layers": 5, "n_features": 64, "l_max": 2}},
+    "nequip": {"batch_size": 16, "config": {"n_interactions": 5, "n_features": 64, "l_max": 2}},
     "bamboo": {"batch_size": 32, "config": {}},
 }
+# Scaled to one CPU core and --max-time minutes (--cpu-scale): the paper's NequIP (64 features, l_max 2,
+# 5 interactions) would see about one epoch here; this one sees several.
+CPU_SCALE = {"nequip": {"n_interactions": 3, "n_features": 32, "l_max": 1}}
 PAPER_TABLE_S = {  # PubChemQCR-S test numbers from the anchor (reconstructed cells; verify against the PDF)
     "schnet": (5.55, 56.22),
     "painn": (5.33, 46.92),
@@ -78,7 +82,8 @@ def train(args, name: str, run_dir: Path) -> None:
     if exe is None:
         raise SystemExit("the sci-fm command is not on PATH (run through `uv run`)")
     p = PAPER.get(name, {"batch_size": 32, "config": {}})
-    cfg = {"cutoff": 4.5, **_model_config(name, p["config"])}
+    wanted = {**p["config"], **(CPU_SCALE.get(name, {}) if args.cpu_scale else {})}
+    cfg = {"cutoff": 4.5, **_model_config(name, wanted)}
     cmd = [
         exe,
         "train",
@@ -118,6 +123,22 @@ def train(args, name: str, run_dir: Path) -> None:
         cmd += ["--max-time", str(args.max_time)]
     print(" ".join(cmd))
     subprocess.run(cmd, check=True)
+
+
+def _run_config(run_dir: Path) -> dict:
+    """What the training run actually used: model, size, batch, epochs trained (from its own files)."""
+    import yaml
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    model = json.loads((run_dir / "model" / "model.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    keep = ("model", "batch_size", "max_epochs", "max_time", "lr", "scheduler")
+    return {
+        **{k: cfg.get(k) for k in keep},
+        "model_config": model.get("config", {}).get("model_config"),
+        "epochs_trained": metrics.get("epochs"),
+        "n_parameters": metrics.get("n_parameters"),
+    }
 
 
 def s2ef(args, run_dir: Path, split: str) -> dict:
@@ -194,6 +215,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--max-time", type=float, default=None, help="minutes per training run")
     p.add_argument("--accelerator", default="auto")
+    p.add_argument(
+        "--cpu-scale", action="store_true", help="smaller NequIP for one CPU core (CPU_SCALE in this file)"
+    )
     p.add_argument("--relax-workers", type=int, default=1)
     p.add_argument("--runs", type=Path, default=HERE / "runs")
     p.add_argument("--results", type=Path, default=HERE / "results")
@@ -213,6 +237,7 @@ def main(argv=None) -> int:
         run_dir = args.runs / name
         train(args, name, run_dir)
         summary["models"][name] = {
+            "config": _run_config(run_dir),
             "valid": s2ef(args, run_dir, "valid"),
             "test": s2ef(args, run_dir, "test"),
             "relax": relax(args, run_dir),
@@ -222,8 +247,73 @@ def main(argv=None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "summary.json").write_text(json.dumps(summary, indent=1))
     (args.results / "table.md").write_text(table(summary))
+    write_bench_record(args, summary)
     print(table(summary))
     return 0
+
+
+COLUMNS = {
+    "test_forces_rmse_meV_per_A": {"better": "lower", "unit": "meV/Å", "label": "test F RMSE"},
+    "test_energy_mae_meV_per_atom": {"better": "lower", "unit": "meV/atom", "label": "test E MAE"},
+    "test_efwt": {"better": "higher", "label": "EFwT"},
+    "forces_rmse_vs_schnet": {"better": "lower", "label": "F RMSE / SchNet"},
+    "relax_success_rate": {"better": "higher", "label": "relax success"},
+    "relax_rmsd_A_median": {"better": "lower", "unit": "Å", "label": "RMSD median"},
+    "relax_frac_rmsd_below_0.1A": {"better": "higher", "label": "RMSD < 0.1 Å"},
+    "relax_energy_error_meV_per_atom_mae": {"better": "lower", "unit": "meV/atom", "label": "relax E err"},
+    "epochs_trained": {"better": None, "label": "epochs"},
+    "n_parameters": {"better": None, "label": "params"},
+}
+
+
+def write_bench_record(args, summary: dict) -> Path:
+    """One scifm-bench/1 record (a row per model) for the leaderboard."""
+    from scifm.core.provenance import write_record
+
+    schnet = summary["models"].get("schnet", {}).get("test", {}).get("forces_rmse_meV_per_A")
+    rows = []
+    for name, r in summary["models"].items():
+        t, x = r["test"], r["relax"]
+        rows.append(
+            {
+                "model": name,
+                "test_forces_rmse_meV_per_A": t["forces_rmse_meV_per_A"],
+                "test_energy_mae_meV_per_atom": t["energy_mae_meV_per_atom"],
+                "test_efwt": t["efwt"],
+                "forces_rmse_vs_schnet": t["forces_rmse_meV_per_A"] / schnet if schnet else None,
+                **{
+                    f"relax_{k}": x.get(k)
+                    for k in (
+                        "success_rate",
+                        "rmsd_A_median",
+                        "frac_rmsd_below_0.1A",
+                        "energy_error_meV_per_atom_mae",
+                    )
+                },
+                "epochs_trained": r.get("config", {}).get("epochs_trained"),
+                "n_parameters": r.get("config", {}).get("n_parameters"),
+            }
+        )
+    n = summary["generation"]["n_molecules"]
+    return write_record(
+        args.results / f"pubchemqcr-{n}.json",
+        suite="pubchemqcr",
+        name=f"generated-{n}",
+        title=f"PubChemQCR-format set of {n} generated molecules (GFN1/GFN2-xTB stages): S2EF on stage 1st "
+        "test split, relaxations of the test molecules",
+        rows=rows,
+        columns={k: v for k, v in COLUMNS.items() if any(k in row for row in rows)},
+        config={
+            "generation": summary["generation"],
+            "models": {k: v.get("config") for k, v in summary["models"].items()},
+            "max_epochs": args.max_epochs,
+            "max_time_min": args.max_time,
+            "cpu_scale": args.cpu_scale,
+        },
+        seed=42,
+        wall_time_s=summary["wall_time_s"],
+        command="python benchmarks/pubchemqcr/run.py " + " ".join(sys.argv[1:]),
+    )
 
 
 if __name__ == "__main__":
