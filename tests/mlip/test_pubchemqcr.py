@@ -26,7 +26,9 @@ from scifm.mlip.pubchemqcr.generate import (  # noqa: E402
 from scifm.mlip.pubchemqcr.metrics import (  # noqa: E402
     heavy_atom_rmsd,
     kabsch_rmsd,
+    bond_graph,
     relaxation_summary,
+    same_bond_graph,
     s2ef_metrics,
 )
 from scifm.mlip.pubchemqcr.reader import (  # noqa: E402
@@ -383,3 +385,22 @@ def test_relaxation_summary_by_hand():
         2 / 3
     )
     assert s["steps_mean"] == pytest.approx(40 / 3) and s["seconds_per_relaxation"] == pytest.approx(1.5)
+    assert s["converged_rate"] == pytest.approx(1 / 3) and s["bonds_kept_rate"] == pytest.approx(2 / 3)
+    # a converged relaxation into a collapsed geometry is not a success
+    res[0]["bonds_kept"] = False
+    s = relaxation_summary(res)
+    assert s["success_rate"] == 0.0 and s["converged_rate"] == pytest.approx(1 / 3)
+
+
+def test_bond_graph_of_water_and_a_collapsed_water():
+    numbers = np.array([8, 1, 1])
+    water = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.24, 0.9266, 0.0]])
+    adj = bond_graph(numbers, water)
+    assert adj.tolist() == [[False, True, True], [True, False, False], [True, False, False]]
+    assert same_bond_graph(numbers, water + 0.05, water)  # a small displacement keeps the bonds
+    collapsed = water.copy()
+    collapsed[2] = collapsed[1] + [0.1, 0.0, 0.0]  # the two H on top of each other: a new H-H bond
+    assert not same_bond_graph(numbers, collapsed, water)
+    broken = water.copy()
+    broken[1] = [3.0, 0.0, 0.0]  # O-H stretched to 3 Å: bond broken
+    assert not same_bond_graph(numbers, broken, water)

@@ -18,6 +18,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "--model-config", default=None, help="YAML/JSON file or inline mapping: width, layers, l_max..."
     )
     p.add_argument("--cutoff", type=float, default=5.0, help="cutoff radius (Å)")
+    p.add_argument(
+        "--zbl",
+        action="store_true",
+        help="add a ZBL nuclear-repulsion prior below bonding distances (robust relaxations and hot MD)",
+    )
     p.add_argument("--max-epochs", type=int, default=40)
     p.add_argument(
         "--max-time",

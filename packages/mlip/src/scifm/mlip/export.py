@@ -1,8 +1,8 @@
 """Export a Potential as safetensors + JSON (``scifm.core.export``) and load it back, without pickle.
 
 model.json ``config``: {"model": registry name, "model_config": constructor arguments, "cutoff": Å,
-"elements": [Z, ...], "units": {"energy": "eV", "length": "Angstrom"}}. The state dict holds the model
-weights and the Potential's buffers (atom_ref, scale, shift).
+"elements": [Z, ...], "zbl": bool (ZBL repulsion prior on), "units": {"energy": "eV", "length": "Angstrom"}}.
+The state dict holds the model weights and the Potential's buffers (atom_ref, scale, shift).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def potential_config(potential: Potential) -> dict:
         "model_config": model.config,
         "cutoff": potential.cutoff,
         "elements": potential.elements,
+        "zbl": potential.zbl is not None,
         "units": dict(UNITS),
     }
 
@@ -66,7 +67,7 @@ def load_potential(
             where, f"unknown model {model_name!r}; this sci-fm knows {', '.join(available_models())}"
         )
     model = build_model(model_name, **config.get("model_config", {}))
-    potential = Potential(model)
+    potential = Potential(model, zbl=bool(config.get("zbl", False)))
     stored = {t.dtype for t in state_dict.values() if t.is_floating_point()}
     if len(stored) == 1:  # build in the stored precision so load_state_dict copies without rounding
         potential = potential.to(stored.pop())

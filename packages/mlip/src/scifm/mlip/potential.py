@@ -1,6 +1,6 @@
 """Potential: an energy model plus reference energies and scale/shift; forces and stress by autograd.
 
-    E_i = scale * node_energy_i + shift + atom_ref[Z_i] + physics_node_energy_i       (eV)
+    E_i = scale * node_energy_i + shift + atom_ref[Z_i] + physics_node_energy_i [+ ZBL_i]      (eV)
     E   = sum_i E_i + graph_energy,   F = -dE/dr,   sigma = (1/V) dE/d(eps)   (ASE sign, eV/Å^3)
 
 where eps is a symmetric displacement gradient applied to positions and cell (``scifm.core.graph.strained``).
@@ -9,6 +9,9 @@ Physics hook: a model may return, besides ``node_energy`` (scaled), the *unscale
 ``physics_node_energy`` [N] (eV, e.g. per-atom Coulomb and charge-equilibration energies; keeps
 ``node_energy`` summing to the energy) and/or ``graph_energy`` [B] (eV, added to the graph energies only).
 Physical terms must not be scaled by the statistics fitted to the short-range network.
+
+``zbl``: an optional ZBL nuclear-repulsion prior (``scifm.mlip.physics.zbl``) at distances shorter than any
+bond, so that a network trained on near-equilibrium frames cannot collapse atoms in relaxations or hot MD.
 """
 
 from __future__ import annotations
@@ -71,9 +74,15 @@ class Potential(nn.Module):
         atom_ref: torch.Tensor | Sequence[float] | None = None,
         scale: float = 1.0,
         shift: float = 0.0,
+        zbl: bool = False,
     ):
         super().__init__()
         self.model = model
+        self.zbl = None
+        if zbl:
+            from scifm.mlip.physics.zbl import ZBLRepulsion
+
+            self.zbl = ZBLRepulsion()
         ref = torch.zeros(N_ELEMENTS) if atom_ref is None else torch.as_tensor(atom_ref, dtype=torch.float64)
         if ref.shape != (N_ELEMENTS,):
             raise ValueError(f"atom_ref must have {N_ELEMENTS} entries (index = Z), got {tuple(ref.shape)}")
@@ -181,6 +190,8 @@ class Potential(nn.Module):
             physics = out.pop("physics_node_energy", None)
             if physics is not None:
                 node_energy = node_energy + physics
+            if self.zbl is not None:
+                node_energy = node_energy + self.zbl(data.z, data.edge_index, graph.edge_vec)
             energy = scatter_sum(node_energy, batch, dim=0, dim_size=n_graphs)
             graph_energy = out.pop("graph_energy", None)
             if graph_energy is not None:

@@ -152,7 +152,7 @@ def relax_one(task: dict) -> dict:
     from ase import Atoms
     from ase.optimize import BFGS, FIRE
 
-    from scifm.mlip.pubchemqcr.metrics import heavy_atom_rmsd
+    from scifm.mlip.pubchemqcr.metrics import heavy_atom_rmsd, same_bond_graph
 
     n = len(task["numbers"])
     out = {"cid": task["cid"], "n_atoms": n, "converged": False, "steps": 0, "seconds": 0.0}
@@ -175,7 +175,12 @@ def relax_one(task: dict) -> dict:
             energy_error_meV_per_atom=1000.0 * (energy - task["ref_energy"]) / n,
         )
         rmsd, atoms_used = heavy_atom_rmsd(task["numbers"], atoms.positions, task["ref_positions"])
-        out.update(rmsd_A=rmsd, rmsd_atoms=atoms_used, positions=atoms.positions.tolist())
+        out.update(
+            rmsd_A=rmsd,
+            rmsd_atoms=atoms_used,
+            bonds_kept=same_bond_graph(task["numbers"], atoms.positions, task["ref_positions"]),
+            positions=atoms.positions.tolist(),
+        )
     except Exception as exc:  # noqa: BLE001 - a diverging model must not stop the benchmark
         out.update(
             seconds=time.perf_counter() - t0,
@@ -381,6 +386,8 @@ def run(args) -> int:
     keys = (
         "n_molecules",
         "success_rate",
+        "converged_rate",
+        "bonds_kept_rate",
         "energy_error_meV_per_atom_mae",
         "rmsd_A_median",
         "frac_rmsd_below_0.1A",

@@ -212,7 +212,7 @@ def train_mlip(args) -> dict:
     if weights["qeq"] > 0:
         model.qeq_forces = True  # the model then returns qeq_forces (second-order autograd in training)
 
-    potential = Potential(model)
+    potential = Potential(model, zbl=bool(getattr(args, "zbl", False)))
     potential.fit_statistics(train_ds.graphs)
     potential = potential.to(dtype)
 

@@ -9,7 +9,10 @@ S2EF (per snapshot, anchor §2 and §5):
 * ``forces_cosine``: mean over atoms of the cosine between predicted and reference force vectors;
 * ``efwt``: fraction of snapshots with |dE| < 0.02 eV (total energy) and every |dF| component < 0.03 eV/Å.
 
-Relaxation: heavy-atom RMSD after optimal (Kabsch) superposition, and the aggregate written to metrics.json.
+Relaxation: heavy-atom RMSD after optimal (Kabsch) superposition, the bond graph of the relaxed geometry
+against the reference minimum's, and the aggregate written to metrics.json. A relaxation *succeeds* when
+the optimizer converged (fmax reached within the step limit) **and** the bond graph is the reference's: a
+model that collapses atoms onto each other or breaks a bond has found a spurious minimum, not the molecule's.
 """
 
 from __future__ import annotations
@@ -19,6 +22,27 @@ import numpy as np
 EFWT_ENERGY_EV = 0.02
 EFWT_FORCE_EV_PER_A = 0.03
 RMSD_THRESHOLDS_A = (0.1, 0.3)
+BOND_SCALE = 1.25  # bonded when d < 1.25 x (sum of covalent radii)
+
+
+def bond_graph(numbers, positions, scale: float = BOND_SCALE) -> np.ndarray:
+    """Boolean adjacency matrix: atoms i, j bonded when their distance is below ``scale`` times the sum of
+    their covalent radii (ASE's table, Cordero et al.)."""
+    from ase.data import covalent_radii
+
+    pos = np.asarray(positions, dtype=float)
+    r = covalent_radii[np.asarray(numbers)]
+    d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
+    adj = d < scale * (r[:, None] + r[None, :])
+    np.fill_diagonal(adj, False)
+    return adj
+
+
+def same_bond_graph(numbers, positions, ref_positions, scale: float = BOND_SCALE) -> bool:
+    """True when ``positions`` have exactly the bonds of ``ref_positions`` (same atom order)."""
+    return bool(
+        np.array_equal(bond_graph(numbers, positions, scale), bond_graph(numbers, ref_positions, scale))
+    )
 
 
 def s2ef_metrics(e_pred, e_ref, n_atoms, f_pred, f_ref) -> dict[str, float]:
@@ -87,14 +111,20 @@ def _stat(values, fn):
     return float(fn(v)) if v else None
 
 
+def _kept(r: dict) -> bool:
+    return not r.get("error") and bool(r.get("bonds_kept", True))
+
+
 def relaxation_summary(results: list[dict]) -> dict:
     """Aggregate per-molecule relaxation results.
 
     Each result: ``converged`` (bool), ``steps`` (int), ``seconds``, ``energy_error_meV_per_atom``
     (MLIP final energy - reference relaxed energy, per atom; None if failed), ``rmsd_A`` (None if failed),
+    ``bonds_kept`` (bond graph equal to the reference minimum's; a result without it counts as kept),
     optional ``ref_energy_gap_meV_per_atom`` (reference method at the MLIP geometry - reference minimum),
     ``error`` (a string when the relaxation crashed). Fractions and the success rate use every molecule
     as the denominator (a failed relaxation counts as not converged and not under any threshold).
+    ``success_rate`` = converged and bonds kept; ``converged_rate`` and ``bonds_kept_rate`` separately.
     """
     n = len(results)
     rmsd = [r.get("rmsd_A") for r in results]
@@ -102,7 +132,11 @@ def relaxation_summary(results: list[dict]) -> dict:
     out = {
         "n_molecules": n,
         "n_failed": int(sum(1 for r in results if r.get("error"))),
-        "success_rate": float(np.mean([bool(r.get("converged")) for r in results])) if n else None,
+        "success_rate": (
+            float(np.mean([bool(r.get("converged")) and _kept(r) for r in results])) if n else None
+        ),
+        "converged_rate": float(np.mean([bool(r.get("converged")) for r in results])) if n else None,
+        "bonds_kept_rate": float(np.mean([_kept(r) for r in results])) if n else None,
         "energy_error_meV_per_atom_mae": _stat([None if x is None else abs(x) for x in de], np.mean),
         "energy_error_meV_per_atom_median": _stat(de, np.median),
         "rmsd_A_mean": _stat(rmsd, np.mean),
