@@ -145,6 +145,8 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from mace.calculators import MACECalculator
 torch.set_num_threads(int(sys.argv[4]))
 calc = MACECalculator(model_paths=sys.argv[1], device=sys.argv[3], default_dtype="float32")
+model = calc.models[0]
+reps = int(sys.argv[6])
 res = {}
 for name, steps in json.loads(sys.argv[5]).items():
     atoms = ase.io.read(sys.argv[2] + f"/{name}.xyz")
@@ -152,12 +154,26 @@ for name, steps in json.loads(sys.argv[5]).items():
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
     dyn = VelocityVerlet(atoms, 0.5 * units.fs)
     dyn.run(2)
-    t0 = time.perf_counter(); dyn.run(steps); res[name] = steps / (time.perf_counter() - t0)
+    t0 = time.perf_counter(); dyn.run(steps); sps = steps / (time.perf_counter() - t0)
+    # split of one call, as for our models: neighbour list + graph, energy forward, the rest (forces/stress)
+    periodic = bool(atoms.pbc.all())
+    t = {"nl_ms": 0.0, "forward_ms": 0.0, "backward_ms": 0.0}
+    for k in range(reps + 1):
+        a = time.perf_counter(); batch = calc._atoms_to_batch(atoms); b = time.perf_counter()
+        d = calc._clone_batch(batch).to_dict()
+        model(d, compute_force=False, compute_stress=False, training=False); c = time.perf_counter()
+        d = calc._clone_batch(batch).to_dict()
+        model(d, compute_force=True, compute_stress=periodic, training=False); e = time.perf_counter()
+        if k:
+            t["nl_ms"] += 1000 * (b - a) / reps
+            t["forward_ms"] += 1000 * (c - b) / reps
+            t["backward_ms"] += 1000 * max(0.0, (e - c) - (c - b)) / reps
+    res[name] = {"steps_per_s": sps, "n_parameters": sum(p.numel() for p in model.parameters()), **t}
 print(json.dumps(res))
 """
 
 
-def mace_speed(args, systems, steps) -> dict[str, float]:
+def mace_speed(args, systems, steps) -> dict[str, dict]:
     import ase.io
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,7 +184,16 @@ def mace_speed(args, systems, steps) -> dict[str, float]:
         python = str(Path(args.mace_venv) / "bin" / "python")
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="PASSIVE")
         out = subprocess.run(
-            [python, str(script), args.mace_model, tmp, args.device, str(args.threads), json.dumps(steps)],
+            [
+                python,
+                str(script),
+                args.mace_model,
+                tmp,
+                args.device,
+                str(args.threads),
+                json.dumps(steps),
+                str(args.reps),
+            ],
             env=env,
             check=True,
             capture_output=True,
@@ -225,8 +250,8 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.mace_model:
-        for name, sps in mace_speed(args, systems, steps).items():
-            rows.append({"model": "mace", "system": name, "n_atoms": len(systems[name]), "steps_per_s": sps})
+        for name, res in mace_speed(args, systems, steps).items():
+            rows.append({"model": "mace", "system": name, "n_atoms": len(systems[name]), **res})
             print(json.dumps(rows[-1]), flush=True)
 
     from scifm.core.provenance import utc_timestamp, write_record

@@ -1,6 +1,6 @@
 """PubChemQCR benchmark on a generated PubChemQCR-format set: train models, S2EF metrics, relaxation metrics.
 
-    uv run python benchmarks/pubchemqcr/run.py --data benchmarks/pubchemqcr/data500 --n-molecules 500 \
+    uv run python benchmarks/pubchemqcr/run.py --data benchmarks/pubchemqcr/data500r --n-molecules 500 \
         --gen-workers 2 --models schnet painn nequip bamboo --max-epochs 30 --accelerator gpu
 
 Steps (each skipped when its output already exists, so the script resumes):
@@ -65,9 +65,27 @@ def generate(args) -> None:
     if (args.data / "generation.json").is_file():
         print(f"data: using {args.data}")
         return
-    from scifm.mlip.pubchemqcr.generate import generate_dataset
+    from scifm.mlip.pubchemqcr.generate import (
+        DEFAULT_PROTOCOL,
+        GenSettings,
+        StageProtocol,
+        _parse_stage_map,
+        generate_dataset,
+    )
 
-    s = generate_dataset(args.data, n_molecules=args.n_molecules, workers=args.gen_workers, seed=42)
+    fmax = _parse_stage_map(args.gen_fmax, float, "gen-fmax")
+    steps = _parse_stage_map(args.gen_max_steps, int, "gen-max-steps")
+    protocol = {
+        k: StageProtocol(p.method, fmax.get(k, p.fmax), steps.get(k, p.max_steps), p.optimizer)
+        for k, p in DEFAULT_PROTOCOL.items()
+    }
+    s = generate_dataset(
+        args.data,
+        n_molecules=args.n_molecules,
+        workers=args.gen_workers,
+        seed=42,
+        settings=GenSettings(protocol=protocol),
+    )
     print(f"generated {s['n_molecules']} molecules, {s['n_steps']} steps in {s['seconds']:.0f} s")
 
 
@@ -121,8 +139,57 @@ def train(args, name: str, run_dir: Path) -> None:
     ]
     if args.max_time:
         cmd += ["--max-time", str(args.max_time)]
+    if args.zbl:
+        cmd.append("--zbl")
     print(" ".join(cmd))
     subprocess.run(cmd, check=True)
+
+
+def closest_pair_ratio(args) -> float:
+    """min over training frames and atom pairs of r_ij / r_s,ij (r_s: where the ZBL prior switches on).
+    Above 1, the prior's energy and forces are exactly zero on every training frame."""
+    import numpy as np
+    from ase.data import covalent_radii
+
+    from scifm.mlip.physics.zbl import ZBLRepulsion
+    from scifm.mlip.pubchemqcr.reader import open_spec
+
+    scale, worst = ZBLRepulsion().scale, float("inf")
+    ds = open_spec(spec(args, "train"))
+    for k in range(len(ds)):
+        a = ds[k]
+        if len(a) < 2:
+            continue
+        d = np.linalg.norm(a.positions[:, None] - a.positions[None], axis=-1)
+        r = covalent_radii[a.numbers]
+        iu = np.triu_indices(len(a), 1)
+        worst = min(worst, float((d[iu] / (scale * (r[:, None] + r[None, :]))[iu]).min()))
+    return worst
+
+
+def ensure_zbl(args, run_dir: Path) -> dict | None:
+    """A model trained before --zbl existed gets the prior only when training with it would have been the
+    same computation: the prior is exactly zero (energy and forces) on every training frame. Then the
+    exported model is rewritten with the prior on (weights unchanged) and its relaxations are redone."""
+    from scifm.mlip.export import export_potential, load_potential
+    from scifm.mlip.potential import Potential
+
+    pot = load_potential(run_dir / "model")
+    if pot.zbl is not None:
+        return None
+    ratio = closest_pair_ratio(args)
+    if ratio < 1.0:
+        raise SystemExit(
+            f"{run_dir}: trained without --zbl, and the prior is not zero on the training frames "
+            f"(closest pair at {ratio:.3f} r_s); retrain it with --zbl"
+        )
+    new = Potential(pot.model, zbl=True).to(pot.atom_ref.dtype)
+    new.load_state_dict(pot.state_dict())
+    note = {"zbl_added_after_training": True, "closest_training_pair_over_r_s": ratio}
+    export_potential(new, run_dir / "model", meta=note)
+    shutil.rmtree(run_dir / "relax", ignore_errors=True)
+    print(f"[{run_dir.name}] ZBL prior switched on after training (closest training pair {ratio:.3f} r_s)")
+    return note
 
 
 def _run_config(run_dir: Path) -> dict:
@@ -136,6 +203,8 @@ def _run_config(run_dir: Path) -> dict:
     return {
         **{k: cfg.get(k) for k in keep},
         "model_config": model.get("config", {}).get("model_config"),
+        "zbl": bool(model.get("config", {}).get("zbl", False)),
+        "zbl_note": model.get("meta", {}).get("zbl_added_after_training") and model.get("meta"),
         "epochs_trained": metrics.get("epochs"),
         "n_parameters": metrics.get("n_parameters"),
     }
@@ -187,10 +256,11 @@ def relax(args, run_dir: Path) -> dict:
 def table(summary: dict) -> str:
     head = (
         "| model | val E MAE (meV/atom) | val F RMSE (meV/Å) | test E MAE | test F RMSE | test F MAE | EFwT "
-        "| relax success | E err (meV/atom) | RMSD median (Å) | <0.1 Å | <0.3 Å | steps | s/relax "
+        "| relax success | converged | bonds kept | E err (meV/atom) | RMSD median (Å) | <0.1 Å | <0.3 Å "
+        "| steps | s/relax "
         "| paper test E/F (S) |"
     )
-    rows = [head, "|" + "---|" * 16]
+    rows = [head, "|" + "---|" * 18]
     for name, r in summary["models"].items():
         v, t, x = r["valid"], r["test"], r["relax"]
         paper = PAPER_TABLE_S.get(name)
@@ -198,7 +268,8 @@ def table(summary: dict) -> str:
             f"| {name} | {v['energy_mae_meV_per_atom']:.2f} | {v['forces_rmse_meV_per_A']:.1f} "
             f"| {t['energy_mae_meV_per_atom']:.2f} | {t['forces_rmse_meV_per_A']:.1f} "
             f"| {t['forces_mae_meV_per_A']:.1f} "
-            f"| {t['efwt']:.3f} | {x['success_rate']:.2f} | {x['energy_error_meV_per_atom_mae']:.2f} "
+            f"| {t['efwt']:.3f} | {x['success_rate']:.2f} | {x.get('converged_rate', float('nan')):.2f} "
+            f"| {x.get('bonds_kept_rate', float('nan')):.2f} | {x['energy_error_meV_per_atom_mae']:.2f} "
             f"| {x['rmsd_A_median']:.3f} | {x['frac_rmsd_below_0.1A']:.2f} | {x['frac_rmsd_below_0.3A']:.2f} "
             f"| {x['steps_mean']:.0f} | {x['seconds_per_relaxation']:.2f} "
             f"| {f'{paper[0]:.2f} / {paper[1]:.1f}' if paper else '-'} |"
@@ -208,13 +279,27 @@ def table(summary: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=HERE / "data500")
+    p.add_argument("--data", type=Path, default=HERE / "data500r")
     p.add_argument("--n-molecules", type=int, default=500)
     p.add_argument("--gen-workers", type=int, default=1)
+    p.add_argument(
+        "--gen-fmax",
+        default="pm3=0.5,hf=0.5",
+        help="per-stage force thresholds of the generator (as `sci-fm data pubchemqcr --fmax`)",
+    )
+    p.add_argument(
+        "--gen-max-steps",
+        default="pm3=10,hf=10",
+        help="per-stage step limits: short GFN1 stages leave the GFN2 (DFT) stages a rough start, so that "
+        "their trajectories cover more than the last 0.01 Å before the minimum",
+    )
     p.add_argument("--models", nargs="+", default=["schnet", "painn", "nequip", "bamboo"])
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--max-time", type=float, default=None, help="minutes per training run")
     p.add_argument("--accelerator", default="auto")
+    p.add_argument(
+        "--zbl", action="store_true", help="ZBL repulsion prior in every model (sci-fm train mlip --zbl)"
+    )
     p.add_argument(
         "--cpu-scale", action="store_true", help="smaller NequIP for one CPU core (CPU_SCALE in this file)"
     )
@@ -236,6 +321,8 @@ def main(argv=None) -> int:
             continue
         run_dir = args.runs / name
         train(args, name, run_dir)
+        if args.zbl:
+            ensure_zbl(args, run_dir)
         summary["models"][name] = {
             "config": _run_config(run_dir),
             "valid": s2ef(args, run_dir, "valid"),
@@ -309,6 +396,7 @@ def write_bench_record(args, summary: dict) -> Path:
             "max_epochs": args.max_epochs,
             "max_time_min": args.max_time,
             "cpu_scale": args.cpu_scale,
+            "zbl": args.zbl,
         },
         seed=42,
         wall_time_s=summary["wall_time_s"],

@@ -42,11 +42,11 @@ def test_switch_is_smooth_and_ends_below_bond_lengths():
     zbl = ZBLRepulsion().to(DT)
     from ase.data import covalent_radii
 
-    r_s = 0.8 * 2 * covalent_radii[6]
+    r_s = 0.75 * 2 * covalent_radii[6]
     assert _pair_energy(zbl, [6, 6], r_s + 1e-9) == 0.0
     e1, e2 = _pair_energy(zbl, [6, 6], r_s - 1e-4), _pair_energy(zbl, [6, 6], r_s - 2e-4)
     assert 0.0 < e1 < 1e-9 and e2 / e1 == pytest.approx(8.0, rel=1e-2)  # f ~ (1 - x)^3: C2-smooth switch
-    assert _pair_energy(zbl, [6, 6], 1.34) == 0.0  # C=C double bond: untouched
+    assert _pair_energy(zbl, [6, 6], 1.20) == 0.0  # C≡C triple bond: untouched
     assert _pair_energy(zbl, [8, 1], 0.96) == 0.0  # O-H: untouched
     # full pair energy (both directions) equals the switched pair potential once
     r = 0.5

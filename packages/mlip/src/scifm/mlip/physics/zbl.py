@@ -4,10 +4,11 @@
     phi(x) = 0.18175 e^{-3.19980 x} + 0.50986 e^{-0.94229 x} + 0.28022 e^{-0.40290 x} + 0.02817 e^{-0.20162 x}
     E_ZBL = sum over pairs i<j of V(r_ij) f(r_ij / r_s),   r_s = s (covalent radius i + covalent radius j)
 
-with f the polynomial envelope (p = 6; f = f' = f'' = 0 at r = r_s) and s = 0.8 by default, so the term is
-a smooth prior that acts only when two atoms come closer than any bond (C=C 1.34 Å and O-H 0.96 Å lie
-outside r_s = 1.22 Å and 0.78 Å; C≡C at 1.20 Å just inside): it keeps a network trained on near-equilibrium
-data from collapsing atoms onto each other in relaxations and hot MD, and leaves bonds to the network.
+with f the polynomial envelope (p = 6; f = f' = f'' = 0 at r = r_s) and s = 0.75 by default, so the term
+is a smooth prior that acts only when two atoms come closer than any bond (C≡C 1.20 Å, N≡N 1.10 Å, C≡O
+1.13 Å and H-H 0.74 Å lie outside r_s = 1.14, 1.07, 1.07 and 0.47 Å): it keeps a network trained on
+near-equilibrium data from collapsing atoms onto each other in relaxations and hot MD, and leaves bonds to
+the network (on equilibrium-like data the prior is exactly zero, so training is unchanged by it).
 (MACE switches at s = 1, where the prior reaches into double and aromatic bonds and the network has to
 cancel it.)
 Constants: Ziegler, Biersack & Littmark, *The Stopping and Range of Ions in Solids* (1985); covalent radii:
@@ -48,7 +49,7 @@ class ZBLRepulsion(nn.Module):
     """Per-atom ZBL energies [N] (eV) from a graph's edges (each pair appears as i->j and j->i, and each
     direction gives half the pair energy to its centre atom)."""
 
-    def __init__(self, scale: float = 0.8):
+    def __init__(self, scale: float = 0.75):
         super().__init__()
         from ase.data import covalent_radii
 
