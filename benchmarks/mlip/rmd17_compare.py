@@ -269,21 +269,28 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     bin_dir = None if args.no_mace else mace_venv(Path(args.mace_venv).resolve())
 
+    def cached(mol: str, model: str, train) -> dict:
+        """A finished training leaves ``<workdir>/<molecule>/<model>.result.json``; a rerun reuses it (with
+        the same epochs), so an interrupted comparison resumes without training anything twice."""
+        path = work / mol / f"{model}.result.json"
+        if path.is_file():
+            row = json.loads(path.read_text())
+            if row.get("epochs") == args.epochs:
+                return row
+        row = {"molecule": mol, "model": model, **train()}
+        path.write_text(json.dumps(row))
+        return row
+
     def one_molecule(mol: str) -> list[dict]:
         """Every model on one molecule, one after the other (each training is its own subprocess)."""
         (work / mol).mkdir(parents=True, exist_ok=True)
         out = []
         for model in [m for m in args.models.split(",") if m]:
-            out.append(
-                {
-                    "molecule": mol,
-                    "model": model,
-                    **train_ours(model, data, mol, work, args, configs.get(model, {})),
-                }
-            )
+            cfg = configs.get(model, {})
+            out.append(cached(mol, model, lambda m=model, c=cfg: train_ours(m, data, mol, work, args, c)))
             print(json.dumps(out[-1]), flush=True)
         if bin_dir is not None:
-            out.append({"molecule": mol, "model": "mace", **train_mace(bin_dir, data, mol, work, args)})
+            out.append(cached(mol, "mace", lambda: train_mace(bin_dir, data, mol, work, args)))
             print(json.dumps(out[-1]), flush=True)
         return out
 

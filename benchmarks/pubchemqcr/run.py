@@ -250,7 +250,9 @@ def relax(args, run_dir: Path) -> dict:
                 ]
             )
         )
-    return json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["model"] = run_dir.name  # not this machine's path
+    return metrics
 
 
 def table(summary: dict) -> str:
