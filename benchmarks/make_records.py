@@ -14,8 +14,8 @@ does not list a converted source as a skipped file):
 * ``results/circuitgcl/transfer.json`` + ``transfer_<config>.json`` (``benchmarks/circuitgcl/transfer.py``)
   -> ``results/circuitgcl/circuit-transfer.json`` (a row per config, mean ± std over seeds) and
   ``circuit-transfer-per-design.json`` (a row per config and held-out design).
-* records that scripts write themselves (``results/prose/*.json``) are only checked; absolute paths of
-  the machine that ran them are made repository-relative in their ``config``.
+* records that scripts write themselves (``results/{prose,mlip,pubchemqcr}/*.json``) are only checked;
+  absolute paths of the machine that ran them are made repository-relative in their ``config``.
 
 Column definitions come from the suite configs ``benchmarks/configs/<suite>.yaml``, so a converted
 record and a ``sci-fm bench run <suite>`` record of the same benchmark have the same table.
@@ -191,7 +191,8 @@ def main() -> int:
         made.append(convert_dpot(report))
     if (RESULTS / "circuitgcl" / "transfer.json").is_file():
         made += convert_circuit(RESULTS / "circuitgcl")
-    for path in sorted((RESULTS / "prose").glob("*.json")):
+    script_records = [RESULTS / d for d in ("prose", "mlip", "pubchemqcr")]
+    for path in sorted(p for folder in script_records for p in folder.glob("*.json")):
         if json.loads(path.read_text()).get("schema") == SCHEMA and check_record(path):
             print(f"made paths relative in {path.relative_to(REPO)}")
     for p in made:
