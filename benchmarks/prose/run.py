@@ -41,14 +41,17 @@ def sci_fm(*args: str) -> None:
         raise SystemExit(f"sci-fm {' '.join(args)} failed with {rc}")
 
 
-def _peptide_md(a, out: Path, sequence: str, frames: int, interval: int, warm: int, seed: int) -> None:
+def _peptide_md(
+    a, out: Path, sequences: list[str], frames: int, interval: int, warm: int, seed: int | None = None
+) -> None:
     if out.is_file():
         return
+    seed_args = [] if seed is None else ["--seed", str(seed)]
     sci_fm(
         "data",
         "peptides",
         "--sequences",
-        sequence,
+        *sequences,
         "--frames",
         str(frames),
         "--interval-steps",
@@ -57,10 +60,11 @@ def _peptide_md(a, out: Path, sequence: str, frames: int, interval: int, warm: i
         str(warm),
         "--out",
         str(out),
+        "--workers",
+        str(a.workers),
         "--platform",
         a.platform,
-        "--seed",
-        str(seed),
+        *seed_args,
         "--no-progress",
     )
 
@@ -71,9 +75,9 @@ def bench_ad(a, wd: Path) -> list[dict]:
     q = a.quick
     data, held_out = wd / "ad.h5", wd / "ad_reference.h5"
     frames, interval, warm = (400, 100, 2000) if q else (a.ad_ns * 1000, 1000, 50_000)
-    _peptide_md(a, data, "Ace-A-Nme", frames, interval, warm, a.seed)
+    _peptide_md(a, data, ["Ace-A-Nme"], frames, interval, warm, a.seed)
     ref_frames = 200 if q else a.ad_ref_ns * 1000
-    _peptide_md(a, held_out, "Ace-A-Nme", ref_frames, interval, warm, a.seed + 1000)
+    _peptide_md(a, held_out, ["Ace-A-Nme"], ref_frames, interval, warm, a.seed + 1000)
     run = wd / "ad_run"
     sci_fm(
         "train",
@@ -145,26 +149,7 @@ def bench_transfer(a, wd: Path) -> list[dict]:
     train, test = seqs[:n_train], seqs[n_train:]
     frames, interval, warm = (60, 100, 1000) if q else (a.transfer_ns * 1000, 1000, 50_000)
     data = wd / "dipeptides.h5"
-    if not data.is_file():
-        sci_fm(
-            "data",
-            "peptides",
-            "--sequences",
-            *seqs,
-            "--frames",
-            str(frames),
-            "--interval-steps",
-            str(interval),
-            "--warmup-steps",
-            str(warm),
-            "--out",
-            str(data),
-            "--workers",
-            str(a.workers),
-            "--platform",
-            a.platform,
-            "--no-progress",
-        )
+    _peptide_md(a, data, seqs, frames, interval, warm)
     run = wd / "transfer_run"
     sci_fm(
         "train",

@@ -83,3 +83,17 @@ def random_rotation(rng: np.random.Generator, reflect: bool = False) -> np.ndarr
     if np.linalg.det(q) < 0:
         q[:, 0] *= -1
     return -q if reflect else q
+
+
+def fd_forces(pot: Potential, numbers, positions, cell=None, pbc=None, h: float = 1e-5) -> np.ndarray:
+    """Forces by central differences of the energy (for checks of F = -dE/dx)."""
+    x = np.asarray(positions, dtype=float)
+    f = np.zeros_like(x)
+    for a in range(len(numbers)):
+        for k in range(3):
+            xp, xm = x.copy(), x.copy()
+            xp[a, k] += h
+            xm[a, k] -= h
+            e_p = evaluate(pot, numbers, xp, cell, pbc)["energy"]
+            f[a, k] = -(e_p - evaluate(pot, numbers, xm, cell, pbc)["energy"]) / (2 * h)
+    return f

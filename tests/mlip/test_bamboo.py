@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from physics_suite import evaluate, periodic_cell, random_molecule, random_rotation
+from physics_suite import evaluate, fd_forces, periodic_cell, random_molecule, random_rotation
 
 from scifm.core.graph import atomic_graph, batch_graphs
 from scifm.mlip.models.registry import build_model, model_class
@@ -40,27 +40,14 @@ def rng():
     return np.random.default_rng(11)
 
 
-def _fd_forces(pot, z, x, cell=None, pbc=None, h=1e-5):
-    f = np.zeros_like(x)
-    for a in range(len(z)):
-        for k in range(3):
-            xp, xm = x.copy(), x.copy()
-            xp[a, k] += h
-            xm[a, k] -= h
-            f[a, k] = -(
-                evaluate(pot, z, xp, cell, pbc)["energy"] - evaluate(pot, z, xm, cell, pbc)["energy"]
-            ) / (2 * h)
-    return f
-
-
 def test_forces_are_minus_gradient_with_coulomb(pot, rng):
     z, x = random_molecule(pot.elements, 5, rng)
     r = evaluate(pot, z, x)
-    np.testing.assert_allclose(r["forces"], _fd_forces(pot, z, x), atol=1e-7)
+    np.testing.assert_allclose(r["forces"], fd_forces(pot, z, x), atol=1e-7)
     z, x, cell = periodic_cell(pot.elements, rng)
     pbc = [True] * 3
     r = evaluate(pot, z, x, cell, pbc, stress=True)
-    np.testing.assert_allclose(r["forces"], _fd_forces(pot, z, x, cell, pbc), atol=1e-7)
+    np.testing.assert_allclose(r["forces"], fd_forces(pot, z, x, cell, pbc), atol=1e-7)
     h, vol, fd = 1e-5, abs(np.linalg.det(cell)), np.zeros((3, 3))
     for a in range(3):
         for b in range(3):

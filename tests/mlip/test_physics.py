@@ -12,6 +12,7 @@ from physics_suite import (
     DT,
     MODELS,
     evaluate,
+    fd_forces,
     make_potential,
     periodic_cell,
     random_molecule,
@@ -112,27 +113,14 @@ def test_permutation_invariance(model_name, pot, rng):
     np.testing.assert_allclose(out["node_energy"], ref["node_energy"][perm], atol=ATOL)
 
 
-def _fd_forces(pot, z, x, cell=None, pbc=None, h=1e-5):
-    f = np.zeros_like(x)
-    for a in range(len(z)):
-        for k in range(3):
-            xp, xm = x.copy(), x.copy()
-            xp[a, k] += h
-            xm[a, k] -= h
-            f[a, k] = -(
-                evaluate(pot, z, xp, cell, pbc)["energy"] - evaluate(pot, z, xm, cell, pbc)["energy"]
-            ) / (2 * h)
-    return f
-
-
 def test_forces_are_minus_energy_gradient(model_name, pot, rng):
     z, x = _molecule(pot, rng)
     f = evaluate(pot, z, x)["forces"]
-    np.testing.assert_allclose(f, _fd_forces(pot, z, x), atol=1e-7, rtol=1e-6)
+    np.testing.assert_allclose(f, fd_forces(pot, z, x), atol=1e-7, rtol=1e-6)
     z, x, cell = periodic_cell(pot.elements, rng)
     f = evaluate(pot, z, x, cell, [True] * 3)["forces"]
     assert np.abs(f).max() > 1e-4
-    np.testing.assert_allclose(f, _fd_forces(pot, z, x, cell, [True] * 3), atol=1e-7, rtol=1e-6)
+    np.testing.assert_allclose(f, fd_forces(pot, z, x, cell, [True] * 3), atol=1e-7, rtol=1e-6)
 
 
 def test_stress_is_strain_derivative(model_name, pot, rng):

@@ -24,12 +24,12 @@ from scifm.mlip.pubchemqcr.generate import (  # noqa: E402
     write_shards,
 )
 from scifm.mlip.pubchemqcr.metrics import (  # noqa: E402
+    bond_graph,
     heavy_atom_rmsd,
     kabsch_rmsd,
-    bond_graph,
     relaxation_summary,
-    same_bond_graph,
     s2ef_metrics,
+    same_bond_graph,
 )
 from scifm.mlip.pubchemqcr.reader import (  # noqa: E402
     PubChemQCR,
