@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 
-from scifm.core.cli import CommandTree
+from scifm.core.cli import CommandTree, lazy_command
 from scifm.core.errors import ConfigError, DataError
 
 
@@ -263,22 +262,12 @@ def _clusters(args) -> int:
     return 0
 
 
-def _lazy(module: str):
-    def configure(p):
-        importlib.import_module(module).configure(p)
-
-    def run(args):
-        return importlib.import_module(module).run(args)
-
-    return configure, run
-
-
 def register(tree: CommandTree) -> None:
     tree.add("md", None, _md_args, _md, help="molecular dynamics (NVE/NVT/NPT) with an exported MLIP")
     tree.add(
         "analyze",
         None,
-        *_lazy("scifm.md.analysis.report"),
+        *lazy_command("scifm.md.analysis.report"),
         help="density, RDF, diffusion, conductivity, viscosity of an MD run (with error bars)",
     )
     tree.add(
@@ -298,12 +287,12 @@ def register(tree: CommandTree) -> None:
     tree.add(
         "distill",
         None,
-        *_lazy("scifm.md.distill"),
+        *lazy_command("scifm.md.distill"),
         help="ensemble distillation: fine-tune a student's energy readout on the teachers' mean",
     )
     tree.add(
         "align",
         None,
-        *_lazy("scifm.md.align"),
+        *lazy_command("scifm.md.align"),
         help="density alignment: fine-tune the energy readout to shift each mixture's pressure",
     )

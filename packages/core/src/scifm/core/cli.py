@@ -15,6 +15,20 @@ Configure = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], object]
 
 
+def lazy_command(module: str) -> tuple[Configure, Run]:
+    """configure/run pair of ``module`` (which defines both) that imports it only when the command is used,
+    so that ``sci-fm --help`` stays fast."""
+    import importlib
+
+    def configure(p: argparse.ArgumentParser) -> None:
+        importlib.import_module(module).configure(p)
+
+    def run(args: argparse.Namespace) -> object:
+        return importlib.import_module(module).run(args)
+
+    return configure, run
+
+
 @dataclass
 class Command:
     verb: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from scifm.core.cli import CommandTree
+from scifm.core.cli import CommandTree, lazy_command
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -107,19 +107,6 @@ def _gen(args):
     return run(args)
 
 
-def _lazy(module: str):
-    """configure/run pair that imports ``module`` only when the command is used (fast ``--help``)."""
-    import importlib
-
-    def configure(p):
-        importlib.import_module(module).configure(p)
-
-    def run(args):
-        return importlib.import_module(module).run(args)
-
-    return configure, run
-
-
 def register(tree: CommandTree) -> None:
     tree.add("train", "mlip", _train_args, _train, help="train a machine-learning interatomic potential")
     tree.add("eval", "mlip", _eval_args, _eval, help="evaluate an exported MLIP on a data file")
@@ -133,18 +120,18 @@ def register(tree: CommandTree) -> None:
     tree.add(
         "data",
         "pubchemqcr",
-        *_lazy("scifm.mlip.pubchemqcr.generate"),
+        *lazy_command("scifm.mlip.pubchemqcr.generate"),
         help="generate PubChemQCR-format relaxation trajectories (xTB stages) into LMDB shards",
     )
     tree.add(
         "convert",
         "pubchemqcr",
-        *_lazy("scifm.mlip.pubchemqcr.convert"),
+        *lazy_command("scifm.mlip.pubchemqcr.convert"),
         help="convert PubChemQCR LMDB shards to the atomistic HDF5 spec",
     )
     tree.add(
         "relax",
         None,
-        *_lazy("scifm.mlip.relax"),
+        *lazy_command("scifm.mlip.relax"),
         help="relax molecules with an MLIP and compare with reference minima",
     )
