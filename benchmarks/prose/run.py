@@ -4,7 +4,8 @@
     uv run python benchmarks/prose/run.py --suite ad --platform CUDA --device cuda  # GPU machine
     uv run python benchmarks/prose/run.py --suite transfer --workers 16  # many cores
 
-Full settings (issue 6): Ace-A-Nme reference MD >= 5 ns (frames every 1 ps), 10^4 proposals, targets
+Full settings (issue 6): Ace-A-Nme training MD >= 5 ns (a frame every 0.1 ps by default), held-out
+reference MD of another seed (a frame every 1 ps), 10^4 proposals, targets
 ESS >= 0.05 and torus W2 <= 0.3 after SNIS; transferability: >= 30 training dipeptides x >= 1 ns, zero-shot
 SNIS on >= 5 unseen dipeptides (each with its own 1 ns reference), target ESS >= 0.01. `--quick` shrinks
 everything to check the pipeline; its numbers say nothing about quality. Writes
@@ -69,15 +70,49 @@ def _peptide_md(
     )
 
 
+def _time_cap(a) -> list[str]:
+    return [] if a.quick or not a.max_train_s else ["--max-time-s", str(a.max_train_s)]
+
+
+def _snis(a, run: Path, sequence: str, reference: Path, out: Path, n: int) -> dict:
+    """`sci-fm sample prose --method snis` with n proposals; returns its metrics.json."""
+    sci_fm(
+        "sample",
+        "prose",
+        "--model",
+        str(run),
+        "--sequence",
+        sequence,
+        "--n",
+        str(n),
+        "--method",
+        "snis",
+        "--reference",
+        str(reference),
+        "--out",
+        str(out),
+        "--workers",
+        str(a.workers),
+        "--metric-points",
+        str(min(n, 5000)),
+        "--seed",
+        str(a.seed),
+        "--device",
+        a.device,
+    )
+    return json.loads((out / "metrics.json").read_text())
+
+
 def bench_ad(a, wd: Path) -> list[dict]:
     """Flow trained on one MD run of Ace-A-Nme; metrics against a second, independent run (another seed:
     other initial velocities and Langevin noise), so the reference is held out."""
     q = a.quick
     data, held_out = wd / "ad.h5", wd / "ad_reference.h5"
-    frames, interval, warm = (400, 100, 2000) if q else (a.ad_ns * 1000, 1000, 50_000)
+    interval = 100 if q else a.ad_interval_steps
+    frames, warm = (400, 2000) if q else (a.ad_ns * 1_000_000 // interval, 50_000)
     _peptide_md(a, data, ["Ace-A-Nme"], frames, interval, warm, a.seed)
     ref_frames = 200 if q else a.ad_ref_ns * 1000
-    _peptide_md(a, held_out, ["Ace-A-Nme"], ref_frames, interval, warm, a.seed + 1000)
+    _peptide_md(a, held_out, ["Ace-A-Nme"], ref_frames, 100 if q else 1000, warm, a.seed + 1000)
     run = wd / "ad_run"
     sci_fm(
         "train",
@@ -94,38 +129,14 @@ def bench_ad(a, wd: Path) -> list[dict]:
         str(32 if q else 256),
         "--lr",
         str(1e-3 if q else 5e-4),
+        *_time_cap(a),
         "--device",
         a.device,
         "--no-progress",
         "--seed",
         str(a.seed),
     )
-    out = wd / "ad_snis"
-    sci_fm(
-        "sample",
-        "prose",
-        "--model",
-        str(run),
-        "--sequence",
-        "Ace-A-Nme",
-        "--n",
-        str(500 if q else 10_000),
-        "--method",
-        "snis",
-        "--reference",
-        str(held_out),
-        "--out",
-        str(out),
-        "--workers",
-        str(a.workers),
-        "--metric-points",
-        str(500 if q else 5000),
-        "--seed",
-        str(a.seed),
-        "--device",
-        a.device,
-    )
-    m = json.loads((out / "metrics.json").read_text())
+    m = _snis(a, run, "Ace-A-Nme", held_out, wd / "ad_snis", 500 if q else a.n_proposals)
     row = {"task": "Ace-A-Nme", "method": "snis", **{k: m.get(k) for k in COLUMNS}}
     row["passes"] = bool(
         m["ess"] is not None and m["ess"] >= 0.05 and m["torus_w2"] is not None and m["torus_w2"] <= 0.3
@@ -168,6 +179,7 @@ def bench_transfer(a, wd: Path) -> list[dict]:
         str(2 if q else a.epochs),
         "--batch-size",
         str(32 if q else 256),
+        *_time_cap(a),
         "--device",
         a.device,
         "--no-progress",
@@ -176,32 +188,7 @@ def bench_transfer(a, wd: Path) -> list[dict]:
     )
     rows = []
     for s in test:
-        out = wd / f"zero_shot_{s}"
-        sci_fm(
-            "sample",
-            "prose",
-            "--model",
-            str(run),
-            "--sequence",
-            s,
-            "--n",
-            str(300 if q else 10_000),
-            "--method",
-            "snis",
-            "--reference",
-            str(data),
-            "--out",
-            str(out),
-            "--workers",
-            str(a.workers),
-            "--metric-points",
-            str(300 if q else 5000),
-            "--seed",
-            str(a.seed),
-            "--device",
-            a.device,
-        )
-        m = json.loads((out / "metrics.json").read_text())
+        m = _snis(a, run, s, data, wd / f"zero_shot_{s}", 300 if q else a.n_proposals)
         rows.append(
             {
                 "task": f"zero-shot {s}",
@@ -211,6 +198,23 @@ def bench_transfer(a, wd: Path) -> list[dict]:
             }
         )
     return rows
+
+
+def _keep_outputs(wd: Path, dest: Path) -> list[str]:
+    """Copy each sampling run's metrics.json and plots to dest/<run>/; returns the plot paths relative to
+    the record's folder."""
+    import shutil
+
+    plots = []
+    for run in sorted(wd.glob("ad_snis")) + sorted(wd.glob("zero_shot_*")):
+        if not (run / "metrics.json").is_file():
+            continue
+        (dest / run.name).mkdir(parents=True, exist_ok=True)
+        for f in [run / "metrics.json", *sorted(run.glob("*.png"))]:
+            shutil.copy2(f, dest / run.name / f.name)
+            if f.suffix == ".png":
+                plots.append(f"{dest.name}/{run.name}/{f.name}")
+    return plots
 
 
 def main() -> int:
@@ -226,7 +230,12 @@ def main() -> int:
         "--size", default="base", help="flow size for the full runs (tiny/small/base/medium/paper)"
     )
     p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--ad-ns", type=int, default=5, help="ns of training MD (one frame per ps)")
+    p.add_argument("--ad-ns", type=int, default=5, help="ns of training MD")
+    p.add_argument(
+        "--ad-interval-steps", type=int, default=100, help="MD steps (1 fs) between training frames"
+    )
+    p.add_argument("--n-proposals", type=int, default=10_000)
+    p.add_argument("--max-train-s", type=float, default=None, help="wall-time cap of each flow training (s)")
     p.add_argument("--ad-ref-ns", type=int, default=5, help="ns of the held-out reference MD")
     p.add_argument("--transfer-ns", type=int, default=1)
     p.add_argument("--n-train", type=int, default=30)
@@ -251,6 +260,7 @@ def main() -> int:
     wall = time.perf_counter() - t0
     name = ("quick" if a.quick else "full") + f"-{a.suite}"
     stamp = utc_timestamp().replace(":", "")
+    plots = [] if a.quick else _keep_outputs(wd, Path(a.results) / f"{name}-{stamp}")
     path = write_record(
         Path(a.results) / f"{name}-{stamp}.json",
         suite="prose",
@@ -258,6 +268,7 @@ def main() -> int:
         title="Prose: alanine dipeptide SNIS and zero-shot dipeptides",
         rows=rows,
         columns=COLUMNS,
+        plots=plots,
         config=vars(a),
         seed=a.seed,
         wall_time_s=wall,
