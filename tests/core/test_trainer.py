@@ -146,7 +146,7 @@ def test_bad_configs_are_config_errors(tmp_path):
 # ------------------------------------------------------------------ EMA
 def test_ema_matches_hand_computation():
     model = nn.Linear(2, 1)
-    ema = EMA(model, decay=0.9)
+    ema = EMA(model, decay=0.9, warmup=False)
     theta = [p.detach().clone() for p in model.parameters()]
     avg = [t.clone() for t in theta]
     for step in range(3):
@@ -163,6 +163,30 @@ def test_ema_matches_hand_computation():
     with ema.swapped_into(model):
         torch.testing.assert_close(model.weight, avg[0])
     torch.testing.assert_close(model.weight, theta[0] + 0.6)
+
+
+def test_ema_warmup_forgets_the_initialisation():
+    """d_n = min(decay, n / (n + 9)): the first update takes 90 % of the live weights, and after 1000
+    updates with decay 0.999 the initial weights' share is ~1e-4 (it would be 0.999^1000 = 37 % without)."""
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, decay=0.999)
+    assert ema.current_decay() == pytest.approx(0.1)
+    with torch.no_grad():
+        model.weight.fill_(0.0)  # the live weights jump to 0 and stay there
+    ema.update(model)
+    assert float(ema.module.weight) == pytest.approx(0.1)
+    share = 0.1
+    for n in range(2, 1001):
+        ema.update(model)
+        share *= min(0.999, n / (n + 9))
+    assert float(ema.module.weight) == pytest.approx(share, rel=1e-4) and share < 1e-3
+    assert 0.999**1000 > 0.3
+    ema.num_updates.fill_(9000)  # n / (n + 9) reaches the set decay at n = 8991
+    assert ema.current_decay() == 0.999
+    plain = EMA(nn.Linear(1, 1), decay=0.999, warmup=False)
+    assert plain.current_decay() == 0.999
 
 
 class _RecordWeights(L.Callback):
@@ -182,8 +206,9 @@ def test_ema_in_training_and_eval_uses_averaged_weights(tmp_path):
     run(tmp_path, task, train, val, max_epochs=1, callbacks=[rec])
     assert len(rec.history) == 3
     avg = init
-    for theta in rec.history:
-        avg = [0.5 * a + 0.5 * t for a, t in zip(avg, theta, strict=True)]
+    for n, theta in enumerate(rec.history, start=1):
+        d = min(0.5, n / (n + 9))  # warm-up: 0.1, 0.18, 0.25
+        avg = [d * a + (1 - d) * t for a, t in zip(avg, theta, strict=True)]
     averaged = task.averaged_model()
     for a, p in zip(avg, averaged.parameters(), strict=True):
         torch.testing.assert_close(p, a)
