@@ -54,6 +54,7 @@ from .finetune import (
     intermolecular_edges,
     is_periodic,
     nn_edge_pressure_bar,
+    plot_epoch_curves,
     predict,
 )
 
@@ -338,22 +339,9 @@ def rerun_npt(model_dir: Path, systems: list[dict], out: Path, steps: int, progr
 
 
 def _plot(path: Path, history: list[dict], names: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ep = [h["epoch"] for h in history]
-    for n in names:
-        ax.plot(ep, [h[f"residual_bar/{n}"] for h in history], marker="o", ms=3, label=n)
-    ax.axhline(0, color="0.6", lw=1)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("ΔP_pred - ΔP_target (bar)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    series = {n: [h[f"residual_bar/{n}"] for h in history] for n in names}
+    ylabel = "ΔP_pred - ΔP_target (bar)"
+    plot_epoch_curves(path, [h["epoch"] for h in history], series, ylabel, zero_line=True)
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -31,7 +31,15 @@ import torch
 from scifm.core.errors import ConfigError
 
 from .committee import CommitteeCalculator, resolve_model_dir
-from .finetune import changed_keys, cluster_virial, frame_graph, freeze_to_readout, is_periodic, predict
+from .finetune import (
+    changed_keys,
+    cluster_virial,
+    frame_graph,
+    freeze_to_readout,
+    is_periodic,
+    plot_epoch_curves,
+    predict,
+)
 
 BULK_W = {"forces": 3.0, "energy": 0.01, "virial": 0.01}
 CLUSTER_W = {"energy": 0.3, "forces": 1.0, "virial": 0.1}
@@ -230,22 +238,8 @@ def _write_history(path: Path, rows: list[dict]) -> None:
 
 
 def _plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ep = [r["epoch"] for r in rows]
-    for key in [k for k in rows[0] if k.startswith("valid_")]:
-        ax.plot(ep, [r[key] for r in rows], marker="o", ms=3, label=key[6:])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("RMSE vs target")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    series = {k[6:]: [r[k] for r in rows] for k in rows[0] if k.startswith("valid_")}
+    plot_epoch_curves(path, [r["epoch"] for r in rows], series, "RMSE vs target", log_y=True)
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------------

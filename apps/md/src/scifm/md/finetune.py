@@ -120,3 +120,27 @@ def readout_state(potential) -> dict[str, torch.Tensor]:
 def changed_keys(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
     """State-dict keys whose tensors are not bit-identical."""
     return sorted(k for k in a if k not in b or a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k]))
+
+
+def plot_epoch_curves(
+    path, epochs: list, series: dict[str, list], ylabel: str, log_y: bool = False, zero_line: bool = False
+) -> None:
+    """One line per series (label -> values per epoch) against the epoch; PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, values in series.items():
+        ax.plot(epochs, values, marker="o", ms=3, label=label)
+    if zero_line:
+        ax.axhline(0, color="0.6", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if log_y:
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
