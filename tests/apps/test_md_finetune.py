@@ -153,6 +153,7 @@ def test_align_one_epoch_moves_pressure_towards_target(npt_run, tmp_path):
     assert w["residual_before_bar"] == pytest.approx(-500.0)
     assert abs(w["residual_after_bar"]) < abs(w["residual_before_bar"])
     assert m["npt"]["water"]["density_after_g_cm3"] > 0
+    assert (out / "alignment.png").stat().st_size > 0
 
 
 def test_align_rejects_unknown_keys(tmp_path, capsys):
