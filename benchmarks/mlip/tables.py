@@ -31,8 +31,10 @@ def accuracy_table(rec: dict) -> str:
     for r in rows:
         m = mace.get(r["molecule"])
         ratio = r["forces_mae_meV_per_A"] / m["forces_mae_meV_per_A"] if m else None
-        target = "" if r["model"] not in ("bamboo", "nequip") or ratio is None else (
-            "met" if ratio <= 1.0 else "not met"
+        target = (
+            ""
+            if r["model"] not in ("bamboo", "nequip") or ratio is None
+            else ("met" if ratio <= 1.0 else "not met")
         )
         params = r.get("n_parameters")
         out.append(
@@ -78,7 +80,10 @@ def main(argv=None) -> int:
             "## Accuracy (rMD17-like GFN2-xTB data, test frames later in time than training frames)",
             "",
             f"{c['epochs']} epochs for every model, batch {c['batch_size']}, {c['device']}, "
-            f"{c['threads']} thread(s) per training; command: `{acc['provenance'].get('command', '')}`",
+            f"{c['threads']} thread(s) per training; command: `{acc['provenance'].get('command', '')}`. "
+            "Results are cached per molecule and model, so a row keeps the wall time of the run that trained "
+            "it; these ran two to four trainings at once on a 2-core machine, so compare train times within "
+            "a molecule only roughly.",
             "",
             accuracy_table(acc),
             "",
