@@ -200,21 +200,20 @@ def bench_transfer(a, wd: Path) -> list[dict]:
     return rows
 
 
-def _keep_outputs(wd: Path, dest: Path) -> list[str]:
-    """Copy each sampling run's metrics.json and plots to dest/<run>/; returns the plot paths relative to
-    the record's folder."""
+def _keep_outputs(wd: Path, dest: Path) -> tuple[list[str], list[str]]:
+    """Copy each sampling run's metrics.json and plots to dest/<run>/; returns (plots, metrics files), paths
+    relative to the record's folder (the metrics files become the record's ``config.sources``)."""
     import shutil
 
-    plots = []
+    plots, sources = [], []
     for run in sorted(wd.glob("ad_snis")) + sorted(wd.glob("zero_shot_*")):
         if not (run / "metrics.json").is_file():
             continue
         (dest / run.name).mkdir(parents=True, exist_ok=True)
         for f in [run / "metrics.json", *sorted(run.glob("*.png"))]:
             shutil.copy2(f, dest / run.name / f.name)
-            if f.suffix == ".png":
-                plots.append(f"{dest.name}/{run.name}/{f.name}")
-    return plots
+            (plots if f.suffix == ".png" else sources).append(f"{dest.name}/{run.name}/{f.name}")
+    return plots, sources
 
 
 def main() -> int:
@@ -260,7 +259,7 @@ def main() -> int:
     wall = time.perf_counter() - t0
     name = ("quick" if a.quick else "full") + f"-{a.suite}"
     stamp = utc_timestamp().replace(":", "")
-    plots = [] if a.quick else _keep_outputs(wd, Path(a.results) / f"{name}-{stamp}")
+    plots, sources = ([], []) if a.quick else _keep_outputs(wd, Path(a.results) / f"{name}-{stamp}")
     path = write_record(
         Path(a.results) / f"{name}-{stamp}.json",
         suite="prose",
@@ -269,7 +268,7 @@ def main() -> int:
         rows=rows,
         columns=COLUMNS,
         plots=plots,
-        config=vars(a),
+        config={**vars(a), "sources": sources},
         seed=a.seed,
         wall_time_s=wall,
         command=" ".join(sys.argv),
