@@ -85,15 +85,19 @@ def random_rotation(rng: np.random.Generator, reflect: bool = False) -> np.ndarr
     return -q if reflect else q
 
 
-def fd_forces(pot: Potential, numbers, positions, cell=None, pbc=None, h: float = 1e-5) -> np.ndarray:
-    """Forces by central differences of the energy (for checks of F = -dE/dx)."""
+def central_difference_forces(energy, positions, h: float = 1e-5) -> np.ndarray:
+    """-dE/dx by central differences of `energy(positions [N, 3]) -> float` (for checks of F = -dE/dx)."""
     x = np.asarray(positions, dtype=float)
     f = np.zeros_like(x)
-    for a in range(len(numbers)):
+    for a in range(len(x)):
         for k in range(3):
             xp, xm = x.copy(), x.copy()
             xp[a, k] += h
             xm[a, k] -= h
-            e_p = evaluate(pot, numbers, xp, cell, pbc)["energy"]
-            f[a, k] = -(e_p - evaluate(pot, numbers, xm, cell, pbc)["energy"]) / (2 * h)
+            f[a, k] = -(energy(xp) - energy(xm)) / (2 * h)
     return f
+
+
+def fd_forces(pot: Potential, numbers, positions, cell=None, pbc=None, h: float = 1e-5) -> np.ndarray:
+    """Forces of a Potential by central differences of its energy."""
+    return central_difference_forces(lambda x: evaluate(pot, numbers, x, cell, pbc)["energy"], positions, h)
