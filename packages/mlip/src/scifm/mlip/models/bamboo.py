@@ -14,7 +14,8 @@ Energy (eV):  E = E_NN + E_coul(q) + E_χη(q)   [+ E_disp, added by the ASE cal
 - Charges: q̃_i = c·tanh(MLP_q(h_i)/c), c = ``charge_bound``; q_i = q̃_i + (Q - Σ_j q̃_j)/N per graph, with Q the
   graph's total charge (``data.total_charge``, from ``atoms.info["charge"]``).
 - E_coul: damped Coulomb over all pairs for isolated systems, Ewald for periodic boxes (the real-space part
-  over the model's own edges, the reciprocal part on the predicted charges); see ``physics.coulomb``.
+  over the model's own edges, the reciprocal part on the predicted charges, by the k-vector sum or by
+  particle-mesh Ewald, ``ewald_method``); see ``physics.coulomb``.
 - E_χη = Σ_i χ_{Z_i}² q_i + η_{Z_i}² q_i² with learned per-element χ, η (the anchor computes them with MLPs of
   the element embedding, i.e. per-element constants as well).
 
@@ -38,7 +39,7 @@ from torch import nn
 from scifm.core.nn import MLP, CosineCutoff, get_activation, scatter_sum
 
 from ..physics.charges import bounded_charges, dipole_moment, shift_to_total_charge
-from ..physics.coulomb import coulomb_node_energy
+from ..physics.coulomb import RECIPROCAL_METHODS, coulomb_node_energy
 from .base import MLIPModel
 from .registry import register_model
 
@@ -117,6 +118,10 @@ class BAMBOO(MLIPModel):
     ``coulomb`` / ``electronegativity`` switch E_coul / E_χη off (charges are still predicted and output).
     ``ewald_accuracy``: relative accuracy of the Ewald sum of periodic systems (real-space cutoff =
     ``cutoff``).
+    ``ewald_method``: reciprocal-space part of periodic systems: "ewald" (sum over k-vectors, O(N·K)), "pme"
+    (smooth particle-mesh Ewald, O(N + M log M), same energy to ~1e-5 relative) or "auto" (PME for graphs
+    of at least 200 atoms, Ewald below; a rule on the atom count, so it never switches during MD). Models
+    saved before the option existed have no such key and get "auto".
     ``dispersion``: a DFT-D3 functional name (e.g. "b3lyp") that the ASE calculator adds at MD time as
     D3(BJ) (``dispersion_damping``); None when the training labels already contain dispersion (GFN2-xTB does).
     """
@@ -141,6 +146,7 @@ class BAMBOO(MLIPModel):
         damping_r0: float = 2.2,
         damping_beta: float = 18.7,
         ewald_accuracy: float = 1e-6,
+        ewald_method: str = "auto",
         dispersion: str | None = None,
         dispersion_damping: str = "d3bj",
     ):
@@ -161,16 +167,20 @@ class BAMBOO(MLIPModel):
             damping_r0=damping_r0,
             damping_beta=damping_beta,
             ewald_accuracy=ewald_accuracy,
+            ewald_method=ewald_method,
             dispersion=dispersion,
             dispersion_damping=dispersion_damping,
         )
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        if ewald_method not in RECIPROCAL_METHODS:
+            raise ValueError(f"ewald_method must be one of {RECIPROCAL_METHODS}, got {ewald_method!r}")
         self.n_features = int(n_features)
         self.charge_bound = float(charge_bound)
         self.coulomb, self.electronegativity = bool(coulomb), bool(electronegativity)
         self.damping = (float(damping_r0), float(damping_beta))
         self.ewald_accuracy = float(ewald_accuracy)
+        self.ewald_method = str(ewald_method)
         self.embedding = nn.Embedding(self.num_species, self.n_features)
         self.rbf = ExpNormalBasis(self.cutoff, n_rbf, trainable=trainable_rbf)
         self.fcut = CosineCutoff(self.cutoff)
@@ -232,6 +242,7 @@ class BAMBOO(MLIPModel):
                 r0=self.damping[0],
                 beta=self.damping[1],
                 accuracy=self.ewald_accuracy,
+                reciprocal=self.ewald_method,
             )
         if self.electronegativity:
             e_phys = e_phys + self.chi[species] ** 2 * q + self.eta[species] ** 2 * q * q
