@@ -14,7 +14,7 @@ does not list a converted source as a skipped file):
 * ``results/circuitgcl/transfer.json`` + ``transfer_<config>.json`` (``benchmarks/circuitgcl/transfer.py``)
   -> ``results/circuitgcl/circuit-transfer.json`` (a row per config, mean ± std over seeds) and
   ``circuit-transfer-per-design.json`` (a row per config and held-out design).
-* records that scripts write themselves (``results/{prose,mlip,pubchemqcr}/*.json``) are only checked;
+* records that scripts write themselves (``results/{prose,mlip,pubchemqcr,md}/*.json``) are only checked;
   absolute paths of the machine that ran them are made repository-relative in their ``config``.
 
 Column definitions come from the suite configs ``benchmarks/configs/<suite>.yaml``, so a converted
@@ -191,7 +191,7 @@ def main() -> int:
         made.append(convert_dpot(report))
     if (RESULTS / "circuitgcl" / "transfer.json").is_file():
         made += convert_circuit(RESULTS / "circuitgcl")
-    script_records = [RESULTS / d for d in ("prose", "mlip", "pubchemqcr")]
+    script_records = [RESULTS / d for d in ("prose", "mlip", "pubchemqcr", "md")]
     for path in sorted(p for folder in script_records for p in folder.glob("*.json")):
         if json.loads(path.read_text()).get("schema") == SCHEMA and check_record(path):
             print(f"made paths relative in {path.relative_to(REPO)}")

@@ -1,21 +1,33 @@
-"""A small electrolyte force field at CPU scale, end to end (issue 5 §4–7). HEAVY: run by hand.
+"""A small electrolyte force field, end to end (issue 5 §4–7). HEAVY: run by hand.
 
 Stages (each skipped when its output exists, so the script resumes):
   1. boxes     `sci-fm build electrolyte` for each system (EC, DMC, PC, EC:DMC 1:1 + LiPF6 1.0 M).
   2. seed      clusters cut out of packmol boxes of several seeds (no force field yet), GFN2-xTB labelled.
   3. train     BAMBOO × N_TEACHERS seeds on the clusters (`sci-fm train mlip --model bamboo`).
-  4. md        NPT of every box with the committee; frames whose force spread passes a threshold are
-               flagged (active-learning candidates), then clusters from the NPT frames are labelled and
-               added (one round), and the teachers retrained.
-  5. distill   `sci-fm distill` (student = teacher 0) on the bulk NPT frames, alternating with clusters.
-  6. align     `sci-fm align` with ΔP from ρ_MD, ρ_exp and κ_T, then a re-run of NPT.
-  7. analyze   `sci-fm analyze` of the aligned NPT runs; results -> OUT/results.json.
+  4. stability (started in the background right after the teachers) NVE in float64 and NVT of the
+               electrolyte box with teacher 0: energy drift and guards (issue 5, first acceptance line);
+               the NVT run (Nosé–Hoover) is also the trajectory of the transport analysis.
+  5. md        NPT of every box with the committee; frames whose force spread passes a threshold are
+               flagged (active-learning candidates); with `al_round`, clusters from the NPT frames are
+               labelled and added, and the teachers retrained.
+  6. distill   `sci-fm distill` (student = teacher 0) on the bulk NPT frames, alternating with clusters.
+  7. align     NPT with the student ("before"), `sci-fm align` on every system but the held-out solvent
+               (PC) with ΔP from ρ_MD, ρ_exp and κ_T, NPT re-runs with the aligned model ("after"),
+               including the held-out solvent.
+  8. analyze   `sci-fm analyze`: densities of every NPT run, diffusion / conductivity (Nernst–Einstein and
+               Einstein) / viscosity of the electrolyte from the NVT run; results -> OUT/results.json and
+               densities.png.
+
+Presets (`--scale`): `tiny` runs every stage in minutes (a smoke test, not a result); `small` is sized for
+~2 hours on 2 CPU cores (`--jobs 2`): 32-solvent boxes (320–420 atoms), ~300 clusters of ≤ 60 atoms (radius
+3.5 Å, every molecule a candidate centre, ions included), 3 teachers of 32 features, 1 ps NPT runs, no
+active-learning round, 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the issue's scale
+(64-molecule boxes, 64-feature teachers, 100 epochs, one active-learning round, 10 ps NPT runs),
+~12–23 CPU-hours, 20–50× faster on a GPU (`--accelerator gpu --device cuda`).
+Periodic Coulomb in MD uses an Ewald accuracy of 1e-4 in `small` (2× faster MD than 1e-6; the error is far
+below the model's) and the model default 1e-6 otherwise.
 
 Thread settings: OMP_NUM_THREADS=1, OMP_WAIT_POLICY=PASSIVE for every sub-process (xTB and torch).
-Estimated cost on one CPU core (default sizes): labelling ~2 000 clusters of ≤ 60 atoms with GFN2-xTB
-~1–2 h; training 3 small BAMBOOs (64 features, 2 layers) for 100 epochs ~3–5 h; NPT of 4 boxes × 20 ps at
-~1–2 ns/day (≈ 600–1200 atoms) ~8–16 h. On a GPU the training and MD stages are 20–50× faster
-(`--accelerator gpu`, `--device cuda`). `--tiny` runs every stage in minutes (a smoke test, not a result).
 
 Experimental densities (g/cm³, ~298 K; BAMBOO anchor table): EC 1.32 (liquid above 36 °C; we run 313 K),
 DMC 1.06, PC 1.20, EC:DMC 1:1 + LiPF6 1.0 M ≈ 1.28 (our approximate reference; the anchor lists 50_50
@@ -40,17 +52,157 @@ SYSTEMS = [
     ("PC", "PC x 1", 1.20, 298.0, 1.20),
     ("EC_DMC_LiPF6_1M", "EC:DMC 1:1 + LiPF6 1.0 M", 1.28, 298.0, 1.28),
 ]
+HELD_OUT = "PC"  # not aligned on; its density error before/after alignment tests transfer
+ELECTROLYTE = "EC_DMC_LiPF6_1M"
+
+PRESETS = {
+    "tiny": dict(
+        n_mol=8,
+        seeds=2,
+        max_clusters=6,
+        radius=3.0,
+        max_atoms=40,
+        ion_centres_only=True,
+        epochs=2,
+        max_time=5,
+        model_cfg="{n_features: 16, n_heads: 4, n_layers: 2, n_rbf: 8}",
+        committee_steps=40,
+        npt_steps=40,
+        save_every=10,
+        thermo_every=1,
+        al_round=True,
+        distill_epochs=1,
+        align_epochs=1,
+        compare_steps=40,
+        long_timestep=0.5,
+        nve_steps=40,
+        nvt_steps=60,
+        long_save_every=5,
+        gk_tmax=4,
+    ),
+    "small": dict(
+        n_mol=32,
+        seeds=4,
+        max_clusters=80,
+        radius=3.5,
+        max_atoms=60,
+        ion_centres_only=False,
+        epochs=60,
+        max_time=600,
+        model_cfg="{n_features: 32, n_heads: 8, n_layers: 2, n_rbf: 16, ewald_accuracy: 1.0e-4}",
+        committee_steps=400,
+        npt_steps=2000,
+        save_every=20,
+        thermo_every=5,
+        al_round=False,
+        distill_epochs=8,
+        align_epochs=6,
+        compare_steps=1000,
+        long_timestep=1.0,
+        nve_steps=10000,
+        nvt_steps=50000,
+        long_save_every=50,
+        gk_tmax=1000,
+    ),
+    "full": dict(
+        n_mol=64,
+        seeds=10,
+        max_clusters=200,
+        radius=4.0,
+        max_atoms=60,
+        ion_centres_only=True,
+        epochs=100,
+        max_time=600,
+        model_cfg="{n_features: 64, n_heads: 16, n_layers: 2, n_rbf: 16}",
+        committee_steps=20000,
+        npt_steps=20000,
+        save_every=200,
+        thermo_every=10,
+        al_round=True,
+        distill_epochs=50,
+        align_epochs=30,
+        compare_steps=10000,
+        long_timestep=0.5,
+        nve_steps=20000,
+        nvt_steps=100000,
+        long_save_every=100,
+        gk_tmax=2000,
+    ),
+}
 
 
-def sh(*args: str) -> None:
-    """Run one sci-fm command; an MD run stopped by a stability guard (exit 3) is not fatal: its frames up
-    to the stop are exactly the ones worth labelling next."""
-    print("+ sci-fm", " ".join(args), flush=True)
-    t0 = time.time()
-    rc = subprocess.run([sys.executable, "-m", "scifm.cli.main", *args], env=ENV).returncode
+def _argv(args) -> list[str]:
+    return [sys.executable, "-m", "scifm.cli.main", *map(str, args)]
+
+
+def _check(args, rc: int, t0: float) -> None:
+    """An MD run stopped by a stability guard (exit 3) is not fatal: its frames up to the stop are exactly
+    the ones worth labelling next, and the guard is reported."""
     if rc not in (0, 3):
         raise SystemExit(f"sci-fm {args[0]} failed with exit code {rc}")
-    print(f"  ({time.time() - t0:.0f} s{', stopped by a guard' if rc == 3 else ''})", flush=True)
+    print(
+        f"  ({time.time() - t0:.0f} s{', stopped by a guard' if rc == 3 else ''}) sci-fm {args[0]}",
+        flush=True,
+    )
+
+
+def sh(*args) -> None:
+    """Run one sci-fm command in the foreground."""
+    print("+ sci-fm", " ".join(map(str, args)), flush=True)
+    t0 = time.time()
+    _check(args, subprocess.run(_argv(args), env=ENV).returncode, t0)
+
+
+def sh_many(commands: list[list], jobs: int, logs: Path) -> None:
+    """Run independent sci-fm commands, at most ``jobs`` at a time; each one's output goes to its own log."""
+    if jobs <= 1 or len(commands) <= 1:
+        for c in commands:
+            sh(*c)
+        return
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, running = list(commands), []
+    while pending or running:
+        while pending and len(running) < jobs:
+            c = pending.pop(0)
+            log = logs / f"{int(time.time() * 1000)}_{c[0]}.log"
+            print("+ sci-fm", " ".join(map(str, c)), f"> {log}", flush=True)
+            fh = open(log, "w")
+            running.append(
+                (c, subprocess.Popen(_argv(c), env=ENV, stdout=fh, stderr=subprocess.STDOUT), fh, time.time())
+            )
+        time.sleep(2)
+        for item in list(running):
+            c, proc, fh, t0 = item
+            if proc.poll() is not None:
+                fh.close()
+                running.remove(item)
+                _check(c, proc.returncode, t0)
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    """Whether the process whose pid the file holds still runs (a restarted script must not start the
+    long background run twice)."""
+    try:
+        stat = Path(f"/proc/{int(pid_file.read_text())}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+class Background:
+    """A long run in the background: our own child (``proc``) or one a previous run of this script started."""
+
+    def __init__(self, proc: subprocess.Popen | None, pid: int):
+        self.proc, self.pid = proc, pid
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return Path(f"/proc/{self.pid}").exists()
+
+    def wait(self) -> None:
+        while self.alive():
+            time.sleep(10)
 
 
 def composition(comp: str, n: int) -> str:
@@ -58,71 +210,92 @@ def composition(comp: str, n: int) -> str:
     return comp.replace("x 1", f"x {n}") if comp.endswith("x 1") else comp
 
 
+def summary(run: Path) -> dict:
+    f = run / "summary.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/electrolyte_ff")
-    p.add_argument("--tiny", action="store_true", help="minutes-long smoke of every stage")
+    p.add_argument("--scale", choices=sorted(PRESETS), default="full")
+    p.add_argument("--tiny", action="store_true", help="same as --scale tiny")
     p.add_argument("--teachers", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=1, help="sci-fm processes at a time (one CPU thread each)")
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--results", default="benchmarks/results/md", help="where the records go ('' for none)")
     a = p.parse_args()
-    t = a.tiny
-    n_mol = 8 if t else 64  # molecules per pure-solvent box (ratio boxes: solvent molecules)
-    seeds = 2 if t else 10  # packmol boxes per system for the seed clusters
-    max_clusters = 6 if t else 200  # per system and round
-    epochs = 2 if t else 100
-    npt_steps = 40 if t else 20000
+    scale = "tiny" if a.tiny else a.scale
+    P = PRESETS[scale]
+    t = scale == "tiny"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"tiny": t, "systems": {}}
+    logs = out / "logs"
+    results: dict = {"scale": scale, "preset": P, "teachers": a.teachers, "systems": {}}
     t_start = time.time()
+    background: list[Background] = []
+
+    def fg_jobs() -> int:
+        return max(1, a.jobs - sum(b.alive() for b in background))
 
     # 1-2. boxes and seed clusters
-    cluster_files = []
+    builds, cuts, cluster_files, heldout_files = [], [], [], []
     for name, comp, rho, _temp, _exp in SYSTEMS:
-        for s in range(seeds):
+        for s in range(P["seeds"] + 1):  # the last seed's box gives the held-out test clusters
+            held = s == P["seeds"]
             box = out / "boxes" / f"{name}_{s}.extxyz"
             if not box.exists():
-                sh(
-                    "build",
-                    "electrolyte",
-                    "--composition",
-                    composition(comp, n_mol),
-                    "--density",
-                    str(rho),
-                    "--n-solvent",
-                    str(n_mol),
-                    "--seed",
-                    str(s),
-                    "--out",
-                    str(box),
+                builds.append(
+                    [
+                        "build",
+                        "electrolyte",
+                        "--composition",
+                        composition(comp, P["n_mol"]),
+                        "--density",
+                        rho,
+                        "--n-solvent",
+                        P["n_mol"],
+                        "--seed",
+                        s,
+                        "--out",
+                        box,
+                    ]
                 )
-            cl = out / "clusters" / f"seed_{name}_{s}.extxyz"
+            cl = out / "clusters" / (f"heldout_{name}.extxyz" if held else f"seed_{name}_{s}.extxyz")
+            n_cut = (
+                max(2, P["max_clusters"] // (2 * P["seeds"]))
+                if held
+                else max(1, P["max_clusters"] // P["seeds"])
+            )
             if not cl.exists():
-                centres = "Li,F6P" if "LiPF6" in comp else "all"
-                sh(
-                    "data",
-                    "clusters",
-                    "--trajectory",
-                    str(box),
-                    "--centres",
-                    centres,
-                    "--radius",
-                    "3.0" if t else "4.0",
-                    "--max-clusters",
-                    str(max(1, max_clusters // seeds)),
-                    "--max-atoms",
-                    "40" if t else "60",
-                    "--seed",
-                    str(s),
-                    "--out",
-                    str(cl),
-                    "--no-progress",
+                cuts.append(
+                    [
+                        "data",
+                        "clusters",
+                        "--trajectory",
+                        box,
+                        "--centres",
+                        "Li,F6P" if "LiPF6" in comp and P["ion_centres_only"] else "all",
+                        "--radius",
+                        P["radius"],
+                        "--max-clusters",
+                        n_cut,
+                        "--max-atoms",
+                        P["max_atoms"],
+                        "--seed",
+                        s,
+                        "--out",
+                        cl,
+                        "--no-progress",
+                    ]
                 )
-            cluster_files.append(cl)
+            (heldout_files if held else cluster_files).append(cl)
+    sh_many(builds, fg_jobs(), logs)
+    sh_many(cuts, fg_jobs(), logs)
     train_file = out / "clusters" / "all.extxyz"
 
-    def merge(files):
+    def merge(files, target=train_file):
         import ase.io
 
         frames = []
@@ -130,133 +303,276 @@ def main() -> None:
             for j, atoms in enumerate(ase.io.read(f, ":")):
                 atoms.info["traj_id"] = 1000 * k + j
                 frames.append(atoms)
-        ase.io.write(train_file, frames, format="extxyz")
+        ase.io.write(target, frames, format="extxyz")
         return len(frames)
 
     results["n_seed_clusters"] = merge(cluster_files)
+    heldout_file = out / "clusters" / "heldout.extxyz"
+    results["n_heldout_clusters"] = merge(heldout_files, heldout_file)
 
     # 3. teachers
-    model_cfg = (
-        "{n_features: 16, n_heads: 4, n_layers: 2, n_rbf: 8}"
-        if t
-        else "{n_features: 64, n_heads: 16, n_layers: 2, n_rbf: 16}"
-    )
-
     def train(round_: int) -> list[Path]:
-        runs = []
+        runs, cmds = [], []
         for k in range(a.teachers):
             run = out / f"teacher{k}_r{round_}"
             if not (run / "model" / "model.json").exists():
-                sh(
-                    "train",
-                    "mlip",
-                    "--model",
-                    "bamboo",
-                    "--model-config",
-                    model_cfg,
-                    "--train",
-                    str(train_file),
-                    "--max-epochs",
-                    str(epochs),
-                    "--seed",
-                    str(k),
-                    "--out",
-                    str(run),
-                    "--accelerator",
-                    a.accelerator,
-                    "--max-time",
-                    "5" if t else "600",
-                    "--no-progress",
+                cmds.append(
+                    [
+                        "train",
+                        "mlip",
+                        "--model",
+                        "bamboo",
+                        "--model-config",
+                        P["model_cfg"],
+                        "--train",
+                        train_file,
+                        "--max-epochs",
+                        P["epochs"],
+                        "--seed",
+                        k,
+                        "--out",
+                        run,
+                        "--accelerator",
+                        a.accelerator,
+                        "--max-time",
+                        P["max_time"],
+                        "--no-progress",
+                    ]
                 )
             runs.append(run)
+        sh_many(cmds, fg_jobs(), logs)
         return runs
 
     teachers = train(0)
+    results["teacher_metrics"] = [json.loads((r / "metrics.json").read_text()) for r in teachers]
 
-    # 4. committee NPT, flag uncertain frames, one active-learning round
-    def npt(models, tag):
-        dirs = {}
+    # 4. stability runs of the electrolyte box with teacher 0: NVT in the background, NVE in the queue below
+    elyte_box = out / "boxes" / f"{ELECTROLYTE}_0.extxyz"
+    long_common = [
+        "--model",
+        teachers[0],
+        "--structure",
+        elyte_box,
+        "--temperature",
+        298.0,
+        "--timestep",
+        P["long_timestep"],
+        "--save-every",
+        P["long_save_every"],
+        "--device",
+        a.device,
+        "--no-progress",
+    ]
+    nvt_dir, nve_dir = out / "stability" / "nvt", out / "stability" / "nve"
+    pid_file = out / "stability" / "nvt.pid"
+    if not (nvt_dir / "summary.json").exists() and _pid_alive(pid_file):
+        print(f"NVT run already going (pid {pid_file.read_text().strip()}); not started again", flush=True)
+        background.append(Background(None, int(pid_file.read_text())))
+    elif not (nvt_dir / "summary.json").exists():
+        cmd = [
+            "md",
+            "--ensemble",
+            "nvt",
+            "--thermostat",
+            "nose-hoover",
+            "--tdamp",
+            100,
+            "--steps",
+            P["nvt_steps"],
+            "--thermo-every",
+            2,
+            "--out",
+            nvt_dir,
+            *long_common,
+        ]
+        nvt_dir.mkdir(parents=True, exist_ok=True)
+        print("+ sci-fm", " ".join(map(str, cmd)), "(background)", flush=True)
+        log = open(out / "stability" / "nvt.log", "w")
+        proc = subprocess.Popen(_argv(cmd), env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        pid_file.write_text(str(proc.pid))
+        background.append(Background(proc, proc.pid))
+    stability = []
+    if not (nve_dir / "summary.json").exists():
+        stability.append(
+            [
+                "md",
+                "--ensemble",
+                "nve",
+                "--dtype",
+                "float64",
+                "--steps",
+                P["nve_steps"],
+                "--thermo-every",
+                10,
+                "--out",
+                nve_dir,
+                *long_common,
+            ]
+        )
+
+    # 5. committee NPT (frames for distillation, flagged candidates), optional active-learning round
+    def npt(models, tag, names, steps, first=()):
+        dirs, cmds = {}, list(first)
         for name, _c, _r, temp, _e in SYSTEMS:
+            if name not in names:
+                continue
             d = out / f"npt_{tag}" / name
             if not (d / "summary.json").exists():
-                sh(
-                    "md",
-                    "--model",
-                    *map(str, models),
-                    "--structure",
-                    str(out / "boxes" / f"{name}_0.extxyz"),
-                    "--ensemble",
-                    "npt",
-                    "--temperature",
-                    str(temp),
-                    "--pressure",
-                    "1.01325",
-                    "--timestep",
-                    "0.5",
-                    "--steps",
-                    str(npt_steps),
-                    "--save-every",
-                    "10" if t else "200",
-                    "--thermo-every",
-                    "1" if t else "10",
-                    *(["--uncertainty-threshold", "0.5"] if len(models) > 1 else []),
-                    "--device",
-                    a.device,
-                    "--out",
-                    str(d),
-                    "--no-progress",
+                cmds.append(
+                    [
+                        "md",
+                        "--model",
+                        *models,
+                        "--structure",
+                        out / "boxes" / f"{name}_0.extxyz",
+                        "--ensemble",
+                        "npt",
+                        "--temperature",
+                        temp,
+                        "--pressure",
+                        1.01325,
+                        "--timestep",
+                        0.5,
+                        "--pdamp",
+                        250,
+                        "--steps",
+                        steps,
+                        "--save-every",
+                        P["save_every"],
+                        "--thermo-every",
+                        P["thermo_every"],
+                        *(["--uncertainty-threshold", 0.5] if len(models) > 1 else []),
+                        "--device",
+                        a.device,
+                        "--out",
+                        d,
+                        "--no-progress",
+                    ]
                 )
             dirs[name] = d
+        sh_many(cmds, fg_jobs(), logs)
         return dirs
 
-    runs = npt(teachers, "committee")
-    new = []
-    for name, d in runs.items():
-        cl = out / "clusters" / f"md_{name}.extxyz"
-        if not cl.exists():
-            centres = "Li,F6P" if "LiPF6" in name else "all"
-            sh(
-                "data",
-                "clusters",
-                "--trajectory",
-                str(d / "traj.extxyz"),
-                "--centres",
-                centres,
-                "--radius",
-                "3.0" if t else "4.0",
-                "--max-clusters",
-                str(max_clusters),
-                "--max-atoms",
-                "40" if t else "60",
-                "--out",
-                str(cl),
-                "--no-progress",
-            )
-        new.append(cl)
-    results["n_clusters"] = merge(cluster_files + new)
-    teachers = train(1)
+    all_names = [s[0] for s in SYSTEMS]
+    runs = npt(teachers, "committee", all_names, P["committee_steps"], first=stability)
+    if P["al_round"]:
+        new = []
+        for name, d in runs.items():
+            cl = out / "clusters" / f"md_{name}.extxyz"
+            if not cl.exists():
+                sh(
+                    "data",
+                    "clusters",
+                    "--trajectory",
+                    d / "traj.extxyz",
+                    "--centres",
+                    "Li,F6P" if "LiPF6" in name and P["ion_centres_only"] else "all",
+                    "--radius",
+                    P["radius"],
+                    "--max-clusters",
+                    P["max_clusters"],
+                    "--max-atoms",
+                    P["max_atoms"],
+                    "--out",
+                    cl,
+                    "--no-progress",
+                )
+            new.append(cl)
+        results["n_clusters"] = merge(cluster_files + new)
+        teachers = train(1)
+        runs = npt(teachers, "committee_r1", all_names, P["committee_steps"])
+    results["committee_npt"] = {
+        n: {k: summary(d).get(k) for k in ("steps", "stop_reason", "n_flagged", "forces_std_max_eV_A_max")}
+        for n, d in runs.items()
+    }
 
-    # 5. distillation on bulk frames of a committee NPT run with the retrained teachers
-    runs = npt(teachers, "committee_r1")
+    # 6. distillation on the bulk frames of the committee NPT runs
     distilled = out / "distilled"
     if not (distilled / "model" / "model.json").exists():
         sh(
             "distill",
             "--teachers",
-            *map(str, teachers),
+            *teachers,
             "--frames",
-            *[str(d / "traj.extxyz") for d in runs.values()],
+            *[d / "traj.extxyz" for d in runs.values()],
             "--clusters",
-            str(train_file),
+            train_file,
             "--epochs",
-            "1" if t else "50",
+            P["distill_epochs"],
             "--out",
-            str(distilled),
+            distilled,
             "--no-progress",
         )
-    runs = npt([distilled / "model"], "distilled")
+    results["distill"] = json.loads((distilled / "metrics.json").read_text())
 
-    # 6. alignment towards the experimental densities, then NPT again
+    # 6b. student against teachers: force errors on held-out clusters (seed boxes no model trained on) and
+    # stability in float64 NVE of the electrolyte box (guards, energy drift)
+    members = {**{f"teacher{k}": r for k, r in enumerate(teachers)}, "student": distilled}
+    evals, cmps = [], []
+    for label, run in members.items():
+        if not (out / "eval" / f"{label}.json").exists():
+            evals.append(
+                [
+                    "eval",
+                    "mlip",
+                    "--model",
+                    run,
+                    "--data",
+                    heldout_file,
+                    "--out",
+                    out / "eval" / f"{label}.json",
+                ]
+            )
+        d = out / "compare" / label
+        if not (d / "summary.json").exists():
+            cmps.append(
+                [
+                    "md",
+                    "--model",
+                    run,
+                    "--structure",
+                    elyte_box,
+                    "--ensemble",
+                    "nve",
+                    "--dtype",
+                    "float64",
+                    "--temperature",
+                    298.0,
+                    "--timestep",
+                    P["long_timestep"],
+                    "--steps",
+                    P["compare_steps"],
+                    "--save-every",
+                    P["long_save_every"],
+                    "--thermo-every",
+                    10,
+                    "--device",
+                    a.device,
+                    "--out",
+                    d,
+                    "--no-progress",
+                ]
+            )
+    (out / "eval").mkdir(exist_ok=True)
+    sh_many(evals + cmps, fg_jobs(), logs)
+    results["heldout_clusters"] = {
+        label: {
+            k: v
+            for k, v in json.loads((out / "eval" / f"{label}.json").read_text()).items()
+            if k in ("n_frames", "energy_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A")
+        }
+        for label in members
+    }
+    results["compare_nve"] = {
+        label: {
+            k: summary(out / "compare" / label).get(k)
+            for k in ("steps", "simulated_ps", "stop_reason", "stop_step", "energy_drift_eV_per_atom_per_ps")
+        }
+        for label in members
+    }
+
+    # 7. NPT with the student (before), alignment without the held-out solvent, NPT after
+    before = npt([distilled / "model"], "student", all_names, P["npt_steps"])
     import yaml
 
     systems_yaml = out / "systems.yaml"
@@ -264,8 +580,15 @@ def main() -> None:
         yaml.safe_dump(
             {
                 "systems": [
-                    {"name": name, "md": str(runs[name].resolve()), "density_exp": exp}
+                    # κ_T from 1-ps volume fluctuations is noise: a typical carbonate value, 1/bar
+                    {
+                        "name": name,
+                        "md": str(before[name].resolve()),
+                        "density_exp": exp,
+                        "kappa_T_per_bar": 7e-5,
+                    }
                     for name, *_x, exp in SYSTEMS
+                    if name != HELD_OUT
                 ]
             }
         )
@@ -275,38 +598,227 @@ def main() -> None:
         sh(
             "align",
             "--model",
-            str(distilled),
+            distilled,
             "--systems",
-            str(systems_yaml),
+            systems_yaml,
             "--clusters",
-            str(train_file),
+            train_file,
             "--epochs",
-            "1" if t else "30",
+            P["align_epochs"],
             "--npt-steps",
-            str(npt_steps),
+            P["npt_steps"],
             "--out",
-            str(aligned),
+            aligned,
             "--no-progress",
         )
+    after = {n: aligned / "npt" / n for n in all_names if n != HELD_OUT}
+    after.update(npt([aligned / "model"], "aligned", [HELD_OUT], P["npt_steps"]))
 
-    # 7. properties
+    # 8. densities, stability, transport
     for name, *_x, exp in SYSTEMS:
-        d = aligned / "npt" / name
-        props = "density,rdf,msd,conductivity,viscosity" if "LiPF6" in name else "density,rdf,msd,viscosity"
-        if t:  # a 40-step smoke has too few frames for transport fits
-            props = "density,rdf,viscosity"
-        sh("analyze", "--run", str(d), "--properties", props, "--gk-tmax", "4" if t else "2000")
-        m = json.loads((d / "analysis" / "metrics.json").read_text())
+        b, f = summary(before[name]), summary(after[name])
         results["systems"][name] = {
+            "aligned_on": name != HELD_OUT,
             "density_exp": exp,
-            "density": m.get("density_g_cm3"),
-            "density_sem": m.get("density_g_cm3_sem"),
-            "viscosity_mPa_s": m.get("viscosity_mPa_s"),
-            "conductivity": m.get("conductivity"),
+            "density_before": b.get("density_g_cm3_mean"),
+            "density_before_sem": b.get("density_g_cm3_sem"),
+            "density_after": f.get("density_g_cm3_mean"),
+            "density_after_sem": f.get("density_g_cm3_sem"),
+            "error_before": None if b.get("density_g_cm3_mean") is None else b["density_g_cm3_mean"] - exp,
+            "error_after": None if f.get("density_g_cm3_mean") is None else f["density_g_cm3_mean"] - exp,
+            "stop_before": b.get("stop_reason"),
+            "stop_after": f.get("stop_reason"),
         }
+    for b in background:
+        b.wait()
+    keys = (
+        "steps",
+        "steps_requested",
+        "simulated_ps",
+        "n_atoms",
+        "dtype",
+        "stop_reason",
+        "stop_step",
+        "steps_per_second",
+        "ns_per_day",
+        "temperature_K_mean",
+        "energy_drift_eV_per_atom_per_ps",
+    )
+    results["nve"] = {k: summary(nve_dir).get(k) for k in keys}
+    results["nvt"] = {k: summary(nvt_dir).get(k) for k in keys}
+    props = "density,rdf,viscosity" if t else "rdf,msd,conductivity,viscosity"
+    sh("analyze", "--run", nvt_dir, "--properties", props, "--gk-tmax", P["gk_tmax"], "--skip", 0.1)
+    results["transport"] = json.loads((nvt_dir / "analysis" / "metrics.json").read_text())
     results["wall_time_s"] = time.time() - t_start
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    plot_densities(results, out / "densities.png")
     print(json.dumps(results, indent=1, default=str))
+    if a.results and not t:
+        write_records(results, out, Path(a.results), " ".join(sys.argv))
+
+
+def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
+    """Three ``scifm-bench/1`` records (densities, stability, transport) and their plots under ``dest``."""
+    import shutil
+
+    from scifm.core.provenance import utc_timestamp, write_record
+
+    scale = results["scale"]
+    stamp = utc_timestamp().replace(":", "").replace("-", "")
+    plots_dir = dest / f"electrolyte-{scale}-{stamp}"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for src in [out / "densities.png", *sorted((out / "stability" / "nvt" / "analysis").glob("*.png"))]:
+        shutil.copy(src, plots_dir / src.name)
+        plots.append(f"{plots_dir.name}/{src.name}")
+    (plots_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    common = dict(
+        config={"scale": scale, "preset": results["preset"], "sources": [f"{plots_dir.name}/results.json"]},
+        seed=0,
+        wall_time_s=results["wall_time_s"],
+        command=command,
+    )
+    rows = []
+    for name, r in results["systems"].items():
+        eb, ea = r["error_before"], r["error_after"]
+        rows.append(
+            {
+                "system": name,
+                "aligned_on": r["aligned_on"],
+                "density_exp": r["density_exp"],
+                "density_before": r["density_before"],
+                "density_before_sem": r["density_before_sem"],
+                "density_after": r["density_after"],
+                "density_after_sem": r["density_after_sem"],
+                "abs_error_before": None if eb is None else abs(eb),
+                "abs_error_after": None if ea is None else abs(ea),
+            }
+        )
+    g = {"unit": "g/cm³"}
+    write_record(
+        dest / f"electrolyte-density-{scale}-{stamp}.json",
+        suite="md",
+        name=f"electrolyte-density-{scale}",
+        title="NPT densities of the student (before) and the aligned model (after) against experiment",
+        rows=rows,
+        plots=plots[:1],
+        columns={
+            "density_exp": {"better": None, "label": "ρ exp", **g},
+            "density_before": {"better": None, "label": "ρ before", **g},
+            "density_after": {"better": None, "label": "ρ after", **g},
+            "abs_error_before": {"better": "lower", "label": "|Δρ| before", **g},
+            "abs_error_after": {"better": "lower", "label": "|Δρ| after", **g},
+        },
+        **common,
+    )
+    rows = []
+    runs = {"nve 10 ps (teacher0)": results["nve"], "nvt (teacher0)": results["nvt"]}
+    runs.update({f"nve compare ({k})": v for k, v in results["compare_nve"].items()})
+    for label, r in runs.items():
+        drift = r.get("energy_drift_eV_per_atom_per_ps")
+        member = label.split("(")[-1].rstrip(")") if label.startswith("nve compare") else None
+        h = results["heldout_clusters"].get(member, {}) if member else {}
+        rows.append(
+            {
+                "run": label,
+                "simulated_ps": r.get("simulated_ps"),
+                "n_atoms": r.get("n_atoms"),
+                "dtype": r.get("dtype"),
+                "stop_reason": r.get("stop_reason") or "none",
+                "energy_drift_eV_per_atom_per_ps": drift,
+                "abs_drift_eV_per_atom_per_ps": None if drift is None else abs(drift),
+                "steps_per_second": r.get("steps_per_second"),
+                "temperature_K_mean": r.get("temperature_K_mean"),
+                "heldout_forces_mae_meV_per_A": h.get("forces_mae_meV_per_A"),
+            }
+        )
+    write_record(
+        dest / f"electrolyte-stability-{scale}-{stamp}.json",
+        suite="md",
+        name=f"electrolyte-stability-{scale}",
+        title="Electrolyte box: NVE drift (float64), NVT guards, student vs teachers (held-out clusters)",
+        rows=rows,
+        columns={
+            "simulated_ps": {"better": "higher", "unit": "ps", "label": "simulated"},
+            "abs_drift_eV_per_atom_per_ps": {"better": "lower", "unit": "eV/atom/ps", "label": "|drift|"},
+            "heldout_forces_mae_meV_per_A": {"better": "lower", "unit": "meV/Å", "label": "F MAE held-out"},
+            "steps_per_second": {"better": "higher", "unit": "1/s", "label": "steps/s"},
+            "temperature_K_mean": {"better": None, "unit": "K", "label": "T mean"},
+        },
+        **common,
+    )
+    tr = results["transport"]
+    rows = [
+        {"quantity": f"D({sp})", "value": d["D_m2_s"], "sem": d["D_sem_m2_s"], "unit": "m²/s"}
+        for sp, d in tr.get("diffusion", {}).items()
+    ]
+    c = tr.get("conductivity") or {}
+    if c:
+        rows += [
+            {
+                "quantity": "σ Nernst–Einstein",
+                "value": c["nernst_einstein_mS_cm"],
+                "sem": c["nernst_einstein_sem_mS_cm"],
+                "unit": "mS/cm",
+            },
+            {
+                "quantity": "σ Einstein",
+                "value": c["einstein_mS_cm"],
+                "sem": c["einstein_sem_mS_cm"],
+                "unit": "mS/cm",
+            },
+        ]
+    if "viscosity_mPa_s" in tr:
+        rows.append(
+            {
+                "quantity": "η Green–Kubo",
+                "value": tr["viscosity_mPa_s"],
+                "sem": tr["viscosity_sem_mPa_s"],
+                "unit": "mPa·s",
+            }
+        )
+    write_record(
+        dest / f"electrolyte-transport-{scale}-{stamp}.json",
+        suite="md",
+        name=f"electrolyte-transport-{scale}",
+        title="Transport of the electrolyte from the NVT run (block error bars)",
+        rows=rows,
+        plots=plots[1:],
+        columns={
+            "value": {"better": None, "unit": "", "label": "value"},
+            "sem": {"better": None, "unit": "", "label": "SEM"},
+        },
+        **common,
+    )
+    print(f"records written to {dest}")
+
+
+def plot_densities(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(results["systems"])
+    rows = [results["systems"][n] for n in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for k, (key, label) in enumerate(
+        [("density_exp", "experiment"), ("density_before", "student (before)"), ("density_after", "aligned")]
+    ):
+        vals = [np.nan if r[key] is None else r[key] for r in rows]
+        err = [0.0 if r.get(key + "_sem") is None else r[key + "_sem"] for r in rows]
+        ax.bar(x + (k - 1) * 0.27, vals, 0.27, yerr=err, label=label)
+    ax.set_xticks(
+        x, [n + ("" if r["aligned_on"] else "\n(held out)") for n, r in zip(names, rows, strict=True)]
+    )
+    ax.set_ylabel("density (g/cm³)")
+    ax.set_ylim(0.8, None)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

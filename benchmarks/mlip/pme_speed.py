@@ -3,7 +3,7 @@ energy evaluation + backward (forces and the cell derivative, as in an NPT MD st
 charges at liquid density (0.1 atoms/Å³) in cubic boxes, with BAMBOO's Ewald parameters (real-space cutoff
 5 Å, accuracy 1e-6: α = 0.743 /Å, k_cut = 5.53 /Å), PME at spline order 6 and the default mesh.
 
-    OMP_NUM_THREADS=1 uv run python benchmarks/mlip/pme_speed.py --out pme_speed.json
+    OMP_NUM_THREADS=1 uv run python benchmarks/mlip/pme_speed.py      # record -> benchmarks/results/mlip/
     uv run python benchmarks/mlip/pme_speed.py --sizes 100 376 --device cuda
 
 The table gives milliseconds per evaluation (median of the repeats), the speed-up and, in float64, the
@@ -74,7 +74,12 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--order", type=int, default=6)
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timed repeats per entry")
     ap.add_argument("--max-repeats", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    ap.add_argument("--out", type=Path, default=None, help="also write the rows as plain JSON here")
+    ap.add_argument(
+        "--results",
+        default=str(Path(__file__).resolve().parents[1] / "results" / "mlip"),
+        help="folder of the scifm-bench record ('' for none)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     alpha, k_cut = ewald_parameters(5.0, 1e-6)
@@ -112,7 +117,7 @@ def main(argv=None) -> list[dict]:
                 "device": str(device),
                 "threads": args.threads,
                 "n_kvectors_half": n_k,
-                "mesh": list(mesh),
+                "mesh": "x".join(map(str, mesh)),
                 "order": args.order,
                 "ewald_ms": 1e3 * t_ew,
                 "pme_ms": 1e3 * t_pme,
@@ -129,6 +134,29 @@ def main(argv=None) -> list[dict]:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    if args.results:
+        import sys
+
+        from scifm.core.provenance import utc_timestamp, write_record
+
+        stamp = utc_timestamp().replace(":", "").replace("-", "")
+        path = write_record(
+            Path(args.results) / f"pme-speed-{stamp}.json",
+            suite="mlip",
+            name="pme-speed",
+            title="Reciprocal-space Coulomb: Ewald k-sum vs smooth PME (energy + backward, BAMBOO's Ewald)",
+            rows=rows,
+            columns={
+                "ewald_ms": {"better": "lower", "unit": "ms", "label": "Ewald"},
+                "pme_ms": {"better": "lower", "unit": "ms", "label": "PME"},
+                "speedup": {"better": "higher", "unit": "", "label": "Ewald / PME"},
+                "rel_diff": {"better": "lower", "unit": "", "label": "|ΔE|/E"},
+            },
+            config={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            seed=0,
+            command=" ".join(sys.argv),
+        )
+        print(f"record written to {path}")
     return rows
 
 
