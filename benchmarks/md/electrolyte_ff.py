@@ -20,12 +20,18 @@ Stages (each skipped when its output exists, so the script resumes):
 
 Presets (`--scale`): `tiny` runs every stage in minutes (a smoke test, not a result); `small` is sized for
 ~2 hours on 2 CPU cores (`--jobs 2`): 32-solvent boxes (320–420 atoms), ~300 clusters of ≤ 60 atoms (radius
-3.5 Å, every molecule a candidate centre, ions included), 3 teachers of 32 features, 1 ps NPT runs, no
+3.5 Å, every molecule a candidate centre, ions included, atoms rattled by up to σ = 0.12 Å because packmol
+boxes hold rigid molecular templates only), 3 teachers of 32 features, 1 ps NPT runs, no
 active-learning round, 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the issue's scale
 (64-molecule boxes, 64-feature teachers, 100 epochs, one active-learning round, 10 ps NPT runs),
 ~12–23 CPU-hours, 20–50× faster on a GPU (`--accelerator gpu --device cuda`).
 Periodic Coulomb in MD uses an Ewald accuracy of 1e-4 in `small` (2× faster MD than 1e-6; the error is far
 below the model's) and the model default 1e-6 otherwise.
+
+Every MD run that starts from a packmol box first relaxes it with the model (`--minimize 0.5`: FIRE to
+0.5 eV/Å, cell fixed): the PF6⁻ template starts with GFN2-xTB forces of ~40 eV/Å on F, which blow up any
+dynamics within a few femtoseconds. The teachers carry the ZBL repulsion prior (`--zbl`): without it a
+model trained on clusters has holes at short H–H distances that the minimiser finds (two H 0.006 Å apart).
 
 Thread settings: OMP_NUM_THREADS=1, OMP_WAIT_POLICY=PASSIVE for every sub-process (xTB and torch).
 
@@ -63,6 +69,7 @@ PRESETS = {
         radius=3.0,
         max_atoms=40,
         ion_centres_only=True,
+        rattle=0.0,
         epochs=2,
         max_time=5,
         model_cfg="{n_features: 16, n_heads: 4, n_layers: 2, n_rbf: 8}",
@@ -87,6 +94,7 @@ PRESETS = {
         radius=3.5,
         max_atoms=60,
         ion_centres_only=False,
+        rattle=0.12,
         epochs=60,
         max_time=600,
         model_cfg="{n_features: 32, n_heads: 8, n_layers: 2, n_rbf: 16, ewald_accuracy: 1.0e-4}",
@@ -111,6 +119,7 @@ PRESETS = {
         radius=4.0,
         max_atoms=60,
         ion_centres_only=True,
+        rattle=0.0,
         epochs=100,
         max_time=600,
         model_cfg="{n_features: 64, n_heads: 16, n_layers: 2, n_rbf: 16}",
@@ -283,6 +292,8 @@ def main() -> None:
                         n_cut,
                         "--max-atoms",
                         P["max_atoms"],
+                        "--rattle",
+                        P["rattle"],
                         "--seed",
                         s,
                         "--out",
@@ -336,6 +347,7 @@ def main() -> None:
                         a.accelerator,
                         "--max-time",
                         P["max_time"],
+                        "--zbl",
                         "--no-progress",
                     ]
                 )
@@ -359,6 +371,8 @@ def main() -> None:
         P["long_timestep"],
         "--save-every",
         P["long_save_every"],
+        "--minimize",
+        0.5,
         "--device",
         a.device,
         "--no-progress",
@@ -442,6 +456,8 @@ def main() -> None:
                         "--thermo-every",
                         P["thermo_every"],
                         *(["--uncertainty-threshold", 0.5] if len(models) > 1 else []),
+                        "--minimize",
+                        0.5,
                         "--device",
                         a.device,
                         "--out",
@@ -546,6 +562,8 @@ def main() -> None:
                     P["long_save_every"],
                     "--thermo-every",
                     10,
+                    "--minimize",
+                    0.5,
                     "--device",
                     a.device,
                     "--out",

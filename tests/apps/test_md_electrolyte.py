@@ -96,3 +96,31 @@ def test_gfn2_labels_of_a_charged_cluster():
     for a, q in zip(labelled, (0.0, 1.0), strict=True):
         assert a.get_forces().shape == (3, 3) and np.isfinite(a.get_potential_energy())
         assert a.arrays["charges"].sum() == pytest.approx(q, abs=1e-6) and a.info["dipole"].shape == (3,)
+
+
+def test_cli_clusters_rattle_distorts_geometries(tmp_path, capsys):
+    import ase.io
+
+    from scifm.cli.main import main
+
+    box = tmp_path / "box.extxyz"
+    ase.io.write(box, water_box(n_side=2), format="extxyz")
+    common = ["data", "clusters", "--trajectory", str(box), "--centres", "all", "--radius", "2.5"]
+    common += ["--label", "none", "--seed", "3", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "plain.extxyz")]) == 0
+    assert main([*common, "--rattle", "0.1", "--out", str(tmp_path / "rattled.extxyz")]) == 0
+    plain = ase.io.read(tmp_path / "plain.extxyz", ":")
+    rattled = ase.io.read(tmp_path / "rattled.extxyz", ":")
+    assert len(plain) == len(rattled) == 8
+    shifts = []
+    for p, r in zip(plain, rattled, strict=True):
+        assert p.get_chemical_symbols() == r.get_chemical_symbols() and "rattle_A" not in p.info
+        assert 0.0 <= r.info["rattle_A"] <= 0.1
+        d = r.positions - p.positions
+        shifts.append(np.abs(d).max())
+        # rms displacement per coordinate is the cluster's σ (to sampling noise)
+        assert np.sqrt((d**2).mean()) == pytest.approx(r.info["rattle_A"], rel=0.6, abs=0.01)
+    assert max(shifts) > 0.02
+    assert main([*common, "--rattle", "1.0", "--out", str(tmp_path / "bad.extxyz")]) == 2
+    assert "--rattle 1.0" in capsys.readouterr().err
+    assert not (tmp_path / "bad.extxyz").exists()

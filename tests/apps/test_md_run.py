@@ -113,6 +113,34 @@ def test_temperature_guard_keeps_what_was_written(tmp_path):
     assert len(th["step"]) == s["stop_step"] and th["temperature_K"].max() <= 100
 
 
+def test_minimize_before_md_relaxes_a_strained_start(tmp_path):
+    # the rattled crystal that trips the 100 K guard above runs cleanly after FIRE to 0.05 eV/Å
+    atoms = _cu().repeat((2, 1, 1))
+    atoms.rattle(0.25, seed=1)
+    e_start = float(EMT().get_potential_energy(atoms.copy()))
+    s = run_md(
+        atoms,
+        EMT(),
+        MDSettings(
+            ensemble="nve",
+            temperature=10,
+            steps=200,
+            max_temperature=100,
+            minimize_fmax=0.05,
+            progress=False,
+        ),
+        tmp_path,
+    )
+    m = s["minimized"]
+    assert not s["stopped"] and s["steps"] == 200
+    assert m["converged"] and m["fmax_end_eV_A"] < 0.05 < m["fmax_start_eV_A"]
+    assert m["epot_end_eV"] < m["epot_start_eV"] == pytest.approx(e_start)
+    relaxed = ase.io.read(tmp_path / "minimized.extxyz")
+    assert np.linalg.norm(EMT().get_forces(relaxed), axis=1).max() < 0.05
+    with pytest.raises(Exception, match="--minimize"):
+        MDSettings(minimize_fmax=-1.0).check()
+
+
 def test_nve_energy_conservation_tiny_model_float64(tmp_path):
     atoms = water_box()
     calc = SciFMCalculator(tiny_potential(seed=1), dtype="float64")

@@ -42,6 +42,14 @@ def _md_args(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="start from the structure's momenta instead of Maxwell–Boltzmann",
     )
+    p.add_argument(
+        "--minimize",
+        type=float,
+        default=None,
+        metavar="FMAX",
+        help="relax the positions (FIRE, cell fixed) to this largest force, eV/Å, before the dynamics",
+    )
+    p.add_argument("--minimize-steps", type=int, default=d.minimize_steps, help="FIRE steps at most")
     p.add_argument("--trajectory-format", choices=["extxyz", "h5"], default=d.trajectory_format)
     p.add_argument("--min-distance", type=float, default=d.min_distance, help="guard, Å (0 disables)")
     p.add_argument(
@@ -133,6 +141,8 @@ def _md(args) -> int:
         pdamp=args.pdamp,
         compressibility=args.compressibility,
         init_velocities=args.init_velocities,
+        minimize_fmax=args.minimize,
+        minimize_steps=args.minimize_steps,
         seed=args.seed,
         trajectory_format=args.trajectory_format,
         min_distance=args.min_distance if args.min_distance and args.min_distance > 0 else None,
@@ -217,6 +227,14 @@ def _clusters_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every", type=int, default=1, help="use every k-th frame")
     p.add_argument("--max-clusters", type=int, default=100)
     p.add_argument("--max-atoms", type=int, default=120, help="skip larger clusters (xTB cost)")
+    p.add_argument(
+        "--rattle",
+        type=float,
+        default=0.0,
+        help="Å: displace every atom of a cluster by N(0, σ²) per coordinate, σ drawn per cluster from "
+        "U(0, RATTLE) (distorted geometries teach the restoring forces; clusters cut from a packmol box "
+        "hold rigid templates only)",
+    )
     p.add_argument("--label", choices=["none", "GFN2-xTB", "GFN1-xTB"], default="GFN2-xTB")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="clusters.extxyz")
@@ -232,6 +250,8 @@ def _clusters(args) -> int:
 
     if args.every < 1:
         raise ConfigError(f"--every {args.every}: must be >= 1")
+    if not 0 <= args.rattle <= 0.5:
+        raise ConfigError(f"--rattle {args.rattle}: must be in [0, 0.5] Å")
     frames = read_trajectory(args.trajectory)[:: args.every]
     rng = np.random.default_rng(args.seed)
     mol = molecule_ids(frames[0])
@@ -247,6 +267,11 @@ def _clusters(args) -> int:
                 clusters.append(cl)
     rng.shuffle(clusters)
     clusters = clusters[: args.max_clusters]
+    if args.rattle > 0:
+        for cl in clusters:
+            sigma = float(rng.uniform(0.0, args.rattle))
+            cl.positions = cl.positions + rng.normal(0.0, sigma, cl.positions.shape)
+            cl.info["rattle_A"] = sigma
     failed = 0
     if args.label != "none":
         clusters, failed = label_clusters(clusters, args.label, progress=args.progress)

@@ -61,6 +61,8 @@ class MDSettings:
     pdamp: float = 1000.0  # fs (MTK barostat, Berendsen taup)
     compressibility: float = 4.57e-5  # 1/bar (Berendsen only; water's value)
     init_velocities: bool = True  # Maxwell–Boltzmann at ``temperature`` (else keep the structure's)
+    minimize_fmax: float | None = None  # eV/Å: FIRE on the positions (fixed cell) before the dynamics
+    minimize_steps: int = 500
     seed: int = 0
     trajectory_format: str = "extxyz"
     min_distance: float | None = 0.5  # Å guard
@@ -89,6 +91,10 @@ class MDSettings:
             raise bad("timestep", self.timestep, "must be in (0, 10] fs")
         if self.steps < 0:
             raise bad("steps", self.steps, "must be >= 0")
+        if self.minimize_fmax is not None and not self.minimize_fmax > 0:
+            raise bad("minimize", self.minimize_fmax, "must be > 0 eV/Å")
+        if self.minimize_steps < 1:
+            raise bad("minimize-steps", self.minimize_steps, "must be >= 1")
         for name in ("save_every", "thermo_every", "guard_every"):
             if getattr(self, name) < 1:
                 raise bad(name.replace("_", "-"), getattr(self, name), "must be >= 1")
@@ -237,6 +243,33 @@ def summarize(log: ThermoLog, s: MDSettings, n_atoms: int, steps_done: int, wall
     return out
 
 
+def minimize(atoms, fmax: float, steps: int, out: Path) -> dict:
+    """FIRE on the positions (the cell fixed) until the largest force is below ``fmax`` eV/Å or ``steps``
+    steps: a packed box (packmol templates, strained ions) can start with forces of tens of eV/Å that blow
+    any MD up in a few steps. Writes ``out/minimized.extxyz``; returns energies and largest forces before
+    and after."""
+    import ase.io
+    from ase.optimize import FIRE
+
+    def fmax_now():
+        return float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+
+    e0, f0 = float(atoms.get_potential_energy()), fmax_now()
+    opt = FIRE(atoms, logfile=None)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    info = {
+        "steps": int(opt.nsteps),
+        "converged": converged,
+        "fmax_target_eV_A": float(fmax),
+        "fmax_start_eV_A": f0,
+        "fmax_end_eV_A": fmax_now(),
+        "epot_start_eV": e0,
+        "epot_end_eV": float(atoms.get_potential_energy()),
+    }
+    ase.io.write(out / "minimized.extxyz", atoms, format="extxyz")
+    return info
+
+
 def run_md(atoms, calc, settings: MDSettings, out: str | Path, meta: dict | None = None) -> dict:
     """Run MD of ``atoms`` (modified in place) with ``calc``; write outputs to ``out``; return the summary.
 
@@ -252,6 +285,7 @@ def run_md(atoms, calc, settings: MDSettings, out: str | Path, meta: dict | None
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(s.seed)
     atoms.calc = calc
+    minimized = minimize(atoms, s.minimize_fmax, s.minimize_steps, out) if s.minimize_fmax else None
     if s.init_velocities:
         init_velocities(atoms, s.temperature, rng)
     dyn = make_dynamics(atoms, s, rng)
@@ -330,6 +364,7 @@ def run_md(atoms, calc, settings: MDSettings, out: str | Path, meta: dict | None
         stop_step=stop_step,
         n_frames=traj.n_frames,
         n_flagged=n_flagged,
+        minimized=minimized,
         trajectory=traj.path.name,
         settings={k: v for k, v in asdict(s).items() if k != "extra"},
         **(meta or {}),
