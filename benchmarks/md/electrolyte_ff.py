@@ -730,7 +730,7 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
         **common,
     )
     rows = []
-    runs = {"nve 10 ps (teacher0)": results["nve"], "nvt (teacher0)": results["nvt"]}
+    runs = {"nve (teacher0)": results["nve"], "nvt (teacher0)": results["nvt"]}
     runs.update({f"nve compare ({k})": v for k, v in results["compare_nve"].items()})
     for label, r in runs.items():
         drift = r.get("energy_drift_eV_per_atom_per_ps")
