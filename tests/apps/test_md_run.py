@@ -88,24 +88,20 @@ def test_distance_guard_stops_and_keeps_output(tmp_path):
     assert (tmp_path / "summary.json").is_file() and (tmp_path / "last_frame.extxyz").is_file()
 
 
-def test_temperature_guard_keeps_what_was_written(tmp_path):
-    # a rattled crystal started cold heats up as its potential energy turns into kinetic energy
+def _rattled_cold_nve(tmp_path, **settings):
+    """A rattled Cu crystal started at 10 K in NVE with a 100 K guard: its potential energy turns into
+    kinetic energy, so it trips the guard unless it is relaxed first. Returns (starting energy, summary)."""
     atoms = _cu().repeat((2, 1, 1))
     atoms.rattle(0.25, seed=1)
-    s = run_md(
-        atoms,
-        EMT(),
-        MDSettings(
-            ensemble="nve",
-            temperature=10,
-            steps=200,
-            save_every=1,
-            thermo_every=1,
-            max_temperature=100,
-            progress=False,
-        ),
-        tmp_path,
+    e_start = float(EMT().get_potential_energy(atoms.copy()))
+    settings = dict(
+        ensemble="nve", temperature=10, steps=200, max_temperature=100, progress=False, **settings
     )
+    return e_start, run_md(atoms, EMT(), MDSettings(**settings), tmp_path)
+
+
+def test_temperature_guard_keeps_what_was_written(tmp_path):
+    _, s = _rattled_cold_nve(tmp_path, save_every=1, thermo_every=1)
     assert s["stopped"] and "exceeds the 100 K guard" in s["stop_reason"] and s["stop_step"] > 0
     # every step before the offending one is in the trajectory and the thermo log, nothing after it
     assert len(read_trajectory(tmp_path / "traj.extxyz")) == s["stop_step"] == s["steps"] + 1
@@ -114,23 +110,8 @@ def test_temperature_guard_keeps_what_was_written(tmp_path):
 
 
 def test_minimize_before_md_relaxes_a_strained_start(tmp_path):
-    # the rattled crystal that trips the 100 K guard above runs cleanly after FIRE to 0.05 eV/Å
-    atoms = _cu().repeat((2, 1, 1))
-    atoms.rattle(0.25, seed=1)
-    e_start = float(EMT().get_potential_energy(atoms.copy()))
-    s = run_md(
-        atoms,
-        EMT(),
-        MDSettings(
-            ensemble="nve",
-            temperature=10,
-            steps=200,
-            max_temperature=100,
-            minimize_fmax=0.05,
-            progress=False,
-        ),
-        tmp_path,
-    )
+    # the same start runs cleanly after FIRE to 0.05 eV/Å
+    e_start, s = _rattled_cold_nve(tmp_path, minimize_fmax=0.05)
     m = s["minimized"]
     assert not s["stopped"] and s["steps"] == 200
     assert m["converged"] and m["fmax_end_eV_A"] < 0.05 < m["fmax_start_eV_A"]

@@ -98,6 +98,22 @@ def central_difference_forces(energy, positions, h: float = 1e-5) -> np.ndarray:
     return f
 
 
+def central_difference_strain_derivative(energy, positions, cell, h: float = 1e-5) -> np.ndarray:
+    """dE/dε [3, 3] by central differences of `energy(positions, cell) -> float` under the symmetric strain
+    ε (positions and cell scaled together: x -> x (1 + ε)); equals the virial -W, and the stress times the
+    volume."""
+    x, c = np.asarray(positions, dtype=float), np.asarray(cell, dtype=float)
+    out = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            d = np.zeros((3, 3))
+            d[a, b] += h / 2
+            d[b, a] += h / 2
+            up, down = np.eye(3) + d, np.eye(3) - d
+            out[a, b] = (energy(x @ up, c @ up) - energy(x @ down, c @ down)) / (2 * h)
+    return out
+
+
 def fd_forces(pot: Potential, numbers, positions, cell=None, pbc=None, h: float = 1e-5) -> np.ndarray:
     """Forces of a Potential by central differences of its energy."""
     return central_difference_forces(lambda x: evaluate(pot, numbers, x, cell, pbc)["energy"], positions, h)
