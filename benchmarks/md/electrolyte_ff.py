@@ -20,7 +20,7 @@ Stages (each skipped when its output exists, so the script resumes):
 
 Presets (`--scale`): `tiny` runs every stage in minutes (a smoke test, not a result); `small` is sized for
 ~2 hours on 2 CPU cores (`--jobs 2`): 32-solvent boxes (320–420 atoms), ~300 clusters of ≤ 60 atoms (radius
-3.5 Å, every molecule a candidate centre, ions included, atoms rattled by up to σ = 0.12 Å because packmol
+3.5 Å, every molecule a candidate centre, ions included, atoms rattled by up to σ = 0.05 Å because packmol
 boxes hold rigid molecular templates only), 3 teachers of 32 features, 1 ps NPT runs, no
 active-learning round, 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the issue's scale
 (64-molecule boxes, 64-feature teachers, 100 epochs, one active-learning round, 10 ps NPT runs),
@@ -71,6 +71,7 @@ PRESETS = {
         ion_centres_only=True,
         rattle=0.0,
         epochs=2,
+        batch_size=16,
         max_time=5,
         model_cfg="{n_features: 16, n_heads: 4, n_layers: 2, n_rbf: 8}",
         committee_steps=40,
@@ -94,8 +95,9 @@ PRESETS = {
         radius=3.5,
         max_atoms=60,
         ion_centres_only=False,
-        rattle=0.12,
-        epochs=60,
+        rattle=0.05,
+        epochs=40,
+        batch_size=4,
         max_time=600,
         model_cfg="{n_features: 32, n_heads: 8, n_layers: 2, n_rbf: 16, ewald_accuracy: 1.0e-4}",
         committee_steps=400,
@@ -121,6 +123,7 @@ PRESETS = {
         ion_centres_only=True,
         rattle=0.0,
         epochs=100,
+        batch_size=8,
         max_time=600,
         model_cfg="{n_features: 64, n_heads: 16, n_layers: 2, n_rbf: 16}",
         committee_steps=20000,
@@ -347,6 +350,8 @@ def main() -> None:
                         a.accelerator,
                         "--max-time",
                         P["max_time"],
+                        "--batch-size",
+                        P["batch_size"],
                         "--zbl",
                         "--no-progress",
                     ]
