@@ -325,9 +325,9 @@ def main() -> None:
     results["n_heldout_clusters"] = merge(heldout_files, heldout_file)
 
     # 3. teachers
-    def train(round_: int) -> list[Path]:
+    def train(round_: int, members=None) -> list[Path]:
         runs, cmds = [], []
-        for k in range(a.teachers):
+        for k in range(a.teachers) if members is None else members:
             run = out / f"teacher{k}_r{round_}"
             if not (run / "model" / "model.json").exists():
                 cmds.append(
@@ -360,14 +360,13 @@ def main() -> None:
         sh_many(cmds, fg_jobs(), logs)
         return runs
 
-    teachers = train(0)
-    results["teacher_metrics"] = [json.loads((r / "metrics.json").read_text()) for r in teachers]
+    teacher0 = train(0, range(min(a.teachers, max(1, a.jobs))))[0]  # the long runs below need teacher 0 only
 
     # 4. stability runs of the electrolyte box with teacher 0: NVT in the background, NVE in the queue below
     elyte_box = out / "boxes" / f"{ELECTROLYTE}_0.extxyz"
     long_common = [
         "--model",
-        teachers[0],
+        teacher0,
         "--structure",
         elyte_box,
         "--temperature",
@@ -410,6 +409,8 @@ def main() -> None:
         proc = subprocess.Popen(_argv(cmd), env=ENV, stdout=log, stderr=subprocess.STDOUT)
         pid_file.write_text(str(proc.pid))
         background.append(Background(proc, proc.pid))
+    teachers = train(0)  # the rest of the committee, next to the NVT run
+    results["teacher_metrics"] = [json.loads((r / "metrics.json").read_text()) for r in teachers]
     stability = []
     if not (nve_dir / "summary.json").exists():
         stability.append(
