@@ -237,7 +237,14 @@ def main() -> None:
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--device", default="cpu")
     p.add_argument("--results", default="benchmarks/results/md", help="where the records go ('' for none)")
+    p.add_argument(
+        "--records-only", action="store_true", help="rewrite the records from OUT/results.json and stop"
+    )
     a = p.parse_args()
+    if a.records_only:
+        results = json.loads((Path(a.out) / "results.json").read_text())
+        write_records(results, Path(a.out), Path(a.results), " ".join(sys.argv))
+        return
     scale = "tiny" if a.tiny else a.scale
     P = PRESETS[scale]
     t = scale == "tiny"
@@ -691,8 +698,13 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
     stamp = utc_timestamp().replace(":", "").replace("-", "")
     plots_dir = dest / f"electrolyte-{scale}-{stamp}"
     plots_dir.mkdir(parents=True, exist_ok=True)
+    plot_nve(out / "stability" / "nve" / "thermo.csv", out / "nve_energy.png")
     plots = []
-    for src in [out / "densities.png", *sorted((out / "stability" / "nvt" / "analysis").glob("*.png"))]:
+    for src in [
+        out / "densities.png",
+        out / "nve_energy.png",
+        *sorted((out / "stability" / "nvt" / "analysis").glob("*.png")),
+    ]:
         shutil.copy(src, plots_dir / src.name)
         plots.append(f"{plots_dir.name}/{src.name}")
     (plots_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -762,6 +774,7 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
         name=f"electrolyte-stability-{scale}",
         title="Electrolyte box: NVE drift (float64), NVT guards, student vs teachers (held-out clusters)",
         rows=rows,
+        plots=plots[1:2],
         columns={
             "simulated_ps": {"better": "higher", "unit": "ps", "label": "simulated"},
             "abs_drift_eV_per_atom_per_ps": {"better": "lower", "unit": "eV/atom/ps", "label": "|drift|"},
@@ -807,7 +820,7 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
         name=f"electrolyte-transport-{scale}",
         title="Transport of the electrolyte from the NVT run (block error bars)",
         rows=rows,
-        plots=plots[1:],
+        plots=plots[2:],
         columns={
             "value": {"better": None, "unit": "", "label": "value"},
             "sem": {"better": None, "unit": "", "label": "SEM"},
@@ -815,6 +828,30 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
         **common,
     )
     print(f"records written to {dest}")
+
+
+def plot_nve(thermo: Path, path: Path) -> None:
+    """Total and potential energy per atom of the NVE run against time, relative to their first value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scifm.md.thermo import read_thermo
+
+    th = read_thermo(thermo)
+    n_atoms = json.loads((thermo.parent / "summary.json").read_text())["n_atoms"]
+    t_ps = th["time_fs"] * 1e-3
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for key, label in (("etot_eV", "total"), ("epot_eV", "potential")):
+        ax.plot(t_ps, 1e3 * (th[key] - th[key][0]) / n_atoms, label=label, lw=0.8)
+    ax.set_xlabel("t (ps)")
+    ax.set_ylabel("E − E(0) (meV/atom)")
+    ax.set_title("NVE, float64: electrolyte box")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_densities(results: dict, path: Path) -> None:
