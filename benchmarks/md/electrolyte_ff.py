@@ -21,7 +21,7 @@ Stages (each skipped when its output exists, so the script resumes):
 Presets (`--scale`): `tiny` runs every stage in minutes (a smoke test, not a result); `small` is sized for
 ~2 hours on 2 CPU cores (`--jobs 2`): 32-solvent boxes (320–420 atoms), ~300 clusters of ≤ 60 atoms (radius
 3.5 Å, every molecule a candidate centre, ions included, atoms rattled by up to σ = 0.05 Å because packmol
-boxes hold rigid molecular templates only), 3 teachers of 32 features, 1 ps NPT runs, no
+boxes hold rigid molecular templates only), 3 teachers of 32 features, 0.6 ps NPT runs, no
 active-learning round, 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the issue's scale
 (64-molecule boxes, 64-feature teachers, 100 epochs, one active-learning round, 10 ps NPT runs),
 ~12–23 CPU-hours, 20–50× faster on a GPU (`--accelerator gpu --device cuda`).
@@ -101,13 +101,13 @@ PRESETS = {
         max_time=600,
         model_cfg="{n_features: 32, n_heads: 8, n_layers: 2, n_rbf: 16, ewald_accuracy: 1.0e-4}",
         committee_steps=400,
-        npt_steps=2000,
+        npt_steps=1200,
         save_every=20,
         thermo_every=5,
         al_round=False,
         distill_epochs=8,
-        align_epochs=6,
-        compare_steps=1000,
+        align_epochs=4,
+        compare_steps=500,
         long_timestep=1.0,
         nve_steps=10000,
         nvt_steps=50000,
