@@ -707,7 +707,6 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
     ]:
         shutil.copy(src, plots_dir / src.name)
         plots.append(f"{plots_dir.name}/{src.name}")
-    (plots_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     common = dict(
         config={"scale": scale, "preset": results["preset"], "sources": [f"{plots_dir.name}/results.json"]},
         seed=0,
@@ -748,7 +747,24 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
         **common,
     )
     rows = []
-    runs = {"nve (teacher0)": results["nve"], "nvt (teacher0)": results["nvt"]}
+    nvt = dict(results["nvt"])
+    thermo = out / "stability" / "nvt" / "thermo.csv"
+    if nvt.get("steps") is None and thermo.exists():  # a run stopped by hand at the time budget
+        import numpy as np
+
+        from scifm.md.thermo import read_thermo
+
+        th = read_thermo(thermo)
+        nvt.update(
+            steps=int(th["step"][-1]),
+            simulated_ps=float(th["time_fs"][-1]) * 1e-3,
+            temperature_K_mean=float(np.mean(th["temperature_K"])),
+            n_atoms=results["nve"].get("n_atoms"),
+            dtype="float32",
+            stop_reason="interrupted by hand at the time budget (no guard triggered)",
+        )
+        results["nvt"] = nvt
+    runs = {"nve (teacher0)": results["nve"], "nvt (teacher0)": nvt}
     runs.update({f"nve compare ({k})": v for k, v in results["compare_nve"].items()})
     for label, r in runs.items():
         drift = r.get("energy_drift_eV_per_atom_per_ps")
@@ -827,6 +843,7 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
         },
         **common,
     )
+    (plots_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"records written to {dest}")
 
 
