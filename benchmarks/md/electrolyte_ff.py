@@ -191,14 +191,22 @@ def sh_many(commands: list[list], jobs: int, logs: Path) -> None:
                 _check(c, proc.returncode, t0)
 
 
+def _pid_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def _pid_alive(pid_file: Path) -> bool:
     """Whether the process whose pid the file holds still runs (a restarted script must not start the
     long background run twice)."""
     try:
-        stat = Path(f"/proc/{int(pid_file.read_text())}/stat").read_text()
+        return _pid_running(int(pid_file.read_text()))
     except (OSError, ValueError):
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class Background:
@@ -210,7 +218,7 @@ class Background:
     def alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        return Path(f"/proc/{self.pid}").exists()
+        return _pid_running(self.pid)
 
     def wait(self) -> None:
         while self.alive():
