@@ -171,6 +171,16 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--stride", type=int, default=1, help="use every stride-th frame")
+    p.add_argument(
+        "--model",
+        default="tarflow",
+        choices=["tarflow", "icflow"],
+        help="tarflow: transferable Prose flow on Cartesian tokens; icflow: single-system Boltzmann "
+        "generator on internal coordinates (one training system)",
+    )
+    p.add_argument("--ic-layers", type=int, default=None, help="icflow: coupling layers (even, default 12)")
+    p.add_argument("--ic-hidden", type=int, default=None, help="icflow: conditioner width (default 256)")
+    p.add_argument("--ic-bins", type=int, default=None, help="icflow: spline bins (default 8)")
     p.add_argument("--size", default="tiny", help="tiny, small, base, medium, paper")
     p.add_argument("--channels", type=int, default=None)
     p.add_argument("--num-blocks", type=int, default=None)
@@ -221,20 +231,40 @@ def run_train(args) -> int:
                 val_r[n] = (cut, None)
     if not train_r:
         raise ConfigError("no training systems left after removing --val-systems")
+    if args.model == "icflow" and (len(train_r) != 1 or set(val_r) - set(train_r)):
+        raise ConfigError(
+            f"--model icflow is a single-system flow: give exactly one training system and no "
+            f"--val-systems (got {sorted(train_r)}, validation {sorted(val_r)})"
+        )
     std = args.std_nm or coordinate_std(
         [src.coordinates(n, lo, hi, args.stride) for n, (lo, hi) in train_r.items()]
     )
-    cfg = make_config(
-        args.size,
-        channels=args.channels,
-        num_blocks=args.num_blocks,
-        layers_per_block=args.layers_per_block,
-        head_dim=args.head_dim,
-        std_nm=std,
-    )
     torch.manual_seed(args.seed)
-    model = ProseFlow(cfg)
     train_ds = FrameDataset(src, train_r, std, stride=args.stride)
+    if args.model == "icflow":
+        from scifm.prose.icflow import ICFlowTask, make_icflow
+
+        model = make_icflow(
+            src.system(next(iter(train_r))).topology,
+            train_ds.systems[0]["x"],
+            std,
+            n_layers=args.ic_layers,
+            hidden=args.ic_hidden,
+            n_bins=args.ic_bins,
+        )
+        cfg = model.config
+        task_cls = ICFlowTask
+    else:
+        cfg = make_config(
+            args.size,
+            channels=args.channels,
+            num_blocks=args.num_blocks,
+            layers_per_block=args.layers_per_block,
+            head_dim=args.head_dim,
+            std_nm=std,
+        )
+        model = ProseFlow(cfg)
+        task_cls = ProseTask
     val_ds = FrameDataset(src, val_r, std, stride=args.stride) if val_r else None
     g = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
@@ -251,7 +281,7 @@ def run_train(args) -> int:
         else None
     )
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    task = ProseTask(
+    task = task_cls(
         model,
         optimizer={"name": "adamw", "lr": args.lr, "weight_decay": args.weight_decay, "betas": [0.9, 0.95]},
         scheduler={
@@ -288,6 +318,7 @@ def run_train(args) -> int:
         std_nm=std,
         force_fields=sorted({src.info[n]["force_field"] for n in train_r}),
         fit=trainer.scifm_summary,
+        model=args.model,
     )
     export_run(run_dir, avg, meta)
     from scifm.core.train import read_metrics_csv
@@ -304,9 +335,9 @@ def run_train(args) -> int:
         final=last,
     )
     write_json(run_dir / "metrics.json", _clean(metrics))
-    print(
-        f"trained Prose ({avg.n_parameters():,} parameters) on {len(train_ds)} frames -> {run_dir / 'model'}"
-    )
+    label = "Prose" if args.model == "tarflow" else "IC flow"
+    n_par = avg.n_parameters()
+    print(f"trained {label} ({n_par:,} parameters) on {len(train_ds)} frames -> {run_dir / 'model'}")
     return 0
 
 
@@ -319,7 +350,13 @@ def _common_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric-points", type=int, default=3000, help="points per side in the exact W2 problems")
     p.add_argument("--workers", type=int, default=1, help="processes for target energies")
     p.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "auto"])
-    p.add_argument("--com-correction", default="chi3", choices=["chi3", "gaussian", "none"])
+    p.add_argument(
+        "--com-correction",
+        default=None,
+        choices=["chi3", "gaussian", "none"],
+        help="CoM term of the proposal energy (default: chi3 for a TarFlow, gaussian for an IC flow, "
+        "the only exact choice there)",
+    )
     p.add_argument("--clip", type=float, default=0.002, help="fraction of largest log-weights dropped")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
@@ -365,6 +402,20 @@ class _Context:
         if not Path(args.model).exists():
             raise DataError(args.model, "model run not found")
         self.flow, self.meta = load_run(args.model, device=args.device)
+        from scifm.prose.icflow import ICFlow
+
+        self.is_icflow = isinstance(self.flow, ICFlow)
+        if self.is_icflow:
+            if args.com_correction not in (None, "gaussian"):
+                raise ConfigError(
+                    f"an IC flow draws its centroid from N(0, I/N): --com-correction must be gaussian, "
+                    f"got {args.com_correction}"
+                )
+            if self.name not in self.meta.get("systems", []):
+                raise ConfigError(
+                    f"{args.model} is an IC flow of {self.meta.get('systems')}; it cannot sample {self.name}"
+                )
+        args.com_correction = args.com_correction or ("gaussian" if self.is_icflow else "chi3")
         self.reference = None
         if args.reference:
             src = PeptideMDFile(args.reference)
@@ -555,6 +606,9 @@ def run_finetune(args) -> int:
 
     _threads()
     ctx = _Context(args)
+    if ctx.is_icflow:
+        ctx.close()
+        raise ConfigError("self-improvement fine-tuning is for transferable TarFlow models, not IC flows")
     t0 = time.perf_counter()
     try:
         before = ctx.sampler.run("snis", args.eval_n, clip=args.clip, generator=ctx.generator)

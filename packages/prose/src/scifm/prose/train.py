@@ -68,9 +68,12 @@ class ProseTask(Task):
 
 
 def export_run(run_dir: str | Path, model: ProseFlow, meta: dict) -> Path:
+    from scifm.prose.icflow import MODEL_NAME as IC_NAME
+    from scifm.prose.icflow import ICFlow
+
     return save_model(
         Path(run_dir) / "model",
-        name=MODEL_NAME,
+        name=IC_NAME if isinstance(model, ICFlow) else MODEL_NAME,
         config=model.config.to_dict(),
         state_dict=model.state_dict(),
         meta=meta,
@@ -85,8 +88,14 @@ def load_run(path: str | Path, device: str = "cpu") -> tuple[ProseFlow, dict]:
     if (p / "model" / "model.json").is_file():
         p = p / "model"
     name, config, state, meta = load_model(p, device=device)
+    if name == "prose-icflow":
+        from scifm.prose.icflow import ICFlow, ICFlowConfig
+
+        model = ICFlow(ICFlowConfig.from_dict(config)).to(device)
+        model.load_state_dict(state)
+        return model.eval(), meta or {}
     if name != MODEL_NAME:
-        raise DataError(p, f"model {name!r} is not a Prose flow ({MODEL_NAME!r})")
+        raise DataError(p, f"model {name!r} is not a Prose flow ({MODEL_NAME!r} or 'prose-icflow')")
     model = ProseFlow(ProseConfig.from_dict(config)).to(device)
     model.load_state_dict(state)
     return model.eval(), meta or {}
