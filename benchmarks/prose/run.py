@@ -4,10 +4,13 @@
     uv run python benchmarks/prose/run.py --suite ad --platform CUDA --device cuda  # GPU machine
     uv run python benchmarks/prose/run.py --suite transfer --workers 16  # many cores
 
-Full settings (issue 6): Ace-A-Nme training MD >= 5 ns (a frame every 0.1 ps by default), held-out
-reference MD of another seed (a frame every 1 ps), 10^4 proposals, targets
-ESS >= 0.05 and torus W2 <= 0.3 after SNIS; transferability: >= 30 training dipeptides x >= 1 ns, zero-shot
-SNIS on >= 5 unseen dipeptides (each with its own 1 ns reference), target ESS >= 0.01. `--quick` shrinks
+On alanine dipeptide two flows are trained on the same MD: the transferable Prose TarFlow (Cartesian) and
+the single-system internal-coordinate flow (`--model icflow`, the classical Boltzmann generator); a run
+folder that already holds a trained model is reused. Full settings (issue 6): Ace-A-Nme training MD
+>= 5 ns (a frame every 0.1 ps by default), held-out reference MD of another seed (a frame every 1 ps),
+10^4 proposals, targets ESS >= 0.05 and torus W2 <= 0.3 after SNIS; transferability: >= 30 training
+dipeptides x >= 1 ns, zero-shot SNIS on >= 5 unseen dipeptides (each with its own 1 ns reference), target
+ESS >= 0.01. `--quick` shrinks
 everything to check the pipeline; its numbers say nothing about quality. Writes
 benchmarks/results/prose/<name>-<UTC time>.json (schema scifm-bench/1) and keeps run folders in --workdir.
 """
@@ -22,6 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+MODEL_LABELS = {
+    "tarflow": "Prose TarFlow (Cartesian, transferable)",
+    "icflow": "IC flow (internal coordinates, this molecule only)",
+}
 COLUMNS = {
     "ess": {"better": "higher", "unit": "", "label": "SNIS ESS"},
     "energy_w2": {"better": "lower", "unit": "kT", "label": "E-W2"},
@@ -113,35 +120,65 @@ def bench_ad(a, wd: Path) -> list[dict]:
     _peptide_md(a, data, ["Ace-A-Nme"], frames, interval, warm, a.seed)
     ref_frames = 200 if q else a.ad_ref_ns * 1000
     _peptide_md(a, held_out, ["Ace-A-Nme"], ref_frames, 100 if q else 1000, warm, a.seed + 1000)
-    run = wd / "ad_run"
-    sci_fm(
-        "train",
-        "prose",
-        "--data",
-        str(data),
-        "--run-dir",
-        str(run),
-        "--size",
-        "tiny" if q else a.size,
-        "--max-epochs",
-        str(3 if q else a.epochs),
-        "--batch-size",
-        str(32 if q else 256),
-        "--lr",
-        str(1e-3 if q else 5e-4),
-        *_time_cap(a),
-        "--device",
-        a.device,
-        "--no-progress",
-        "--seed",
-        str(a.seed),
-    )
-    m = _snis(a, run, "Ace-A-Nme", held_out, wd / "ad_snis", 500 if q else a.n_proposals)
-    row = {"task": "Ace-A-Nme", "method": "snis", **{k: m.get(k) for k in COLUMNS}}
-    row["passes"] = bool(
-        m["ess"] is not None and m["ess"] >= 0.05 and m["torus_w2"] is not None and m["torus_w2"] <= 0.3
-    )
-    return [row]
+    rows = []
+    for model in a.ad_models:
+        run = wd / ("ad_run" if model == "tarflow" else f"ad_{model}_run")
+        if (run / "model" / "model.json").is_file() and not q:
+            print(f"reusing the trained {model} in {run}", flush=True)
+        elif model == "tarflow":
+            sci_fm(
+                "train",
+                "prose",
+                "--data",
+                str(data),
+                "--run-dir",
+                str(run),
+                "--size",
+                "tiny" if q else a.size,
+                "--max-epochs",
+                str(3 if q else a.epochs),
+                "--batch-size",
+                str(32 if q else 256),
+                "--lr",
+                str(1e-3 if q else 5e-4),
+                *_time_cap(a),
+                "--device",
+                a.device,
+                "--no-progress",
+                "--seed",
+                str(a.seed),
+            )
+        else:
+            sci_fm(
+                "train",
+                "prose",
+                "--model",
+                "icflow",
+                "--data",
+                str(data),
+                "--run-dir",
+                str(run),
+                "--max-epochs",
+                str(1 if q else a.ic_epochs),
+                "--batch-size",
+                str(32 if q else 256),
+                *(["--ic-hidden", "32", "--ic-layers", "4"] if q else []),
+                *_time_cap(a),
+                "--device",
+                a.device,
+                "--no-progress",
+                "--seed",
+                str(a.seed),
+            )
+        out = wd / ("ad_snis" if model == "tarflow" else f"ad_{model}_snis")
+        m = _snis(a, run, "Ace-A-Nme", held_out, out, 500 if q else a.n_proposals)
+        row = {"task": "Ace-A-Nme", "model": MODEL_LABELS[model], "method": "snis"}
+        row.update({k: m.get(k) for k in COLUMNS})
+        row["passes"] = bool(
+            m["ess"] is not None and m["ess"] >= 0.05 and m["torus_w2"] is not None and m["torus_w2"] <= 0.3
+        )
+        rows.append(row)
+    return rows
 
 
 def _dipeptides(n: int, seed: int) -> list[str]:
@@ -192,6 +229,7 @@ def bench_transfer(a, wd: Path) -> list[dict]:
         rows.append(
             {
                 "task": f"zero-shot {s}",
+                "model": MODEL_LABELS["tarflow"],
                 "method": "snis",
                 **{k: m.get(k) for k in COLUMNS},
                 "passes": bool(m["ess"] is not None and m["ess"] >= 0.01),
@@ -206,7 +244,7 @@ def _keep_outputs(wd: Path, dest: Path) -> tuple[list[str], list[str]]:
     import shutil
 
     plots, sources = [], []
-    for run in sorted(wd.glob("ad_snis")) + sorted(wd.glob("zero_shot_*")):
+    for run in sorted(wd.glob("ad_snis")) + sorted(wd.glob("ad_*_snis")) + sorted(wd.glob("zero_shot_*")):
         if not (run / "metrics.json").is_file():
             continue
         (dest / run.name).mkdir(parents=True, exist_ok=True)
@@ -233,6 +271,13 @@ def main() -> int:
     p.add_argument(
         "--ad-interval-steps", type=int, default=100, help="MD steps (1 fs) between training frames"
     )
+    p.add_argument(
+        "--ad-models",
+        type=lambda v: v.split(","),
+        default=["tarflow", "icflow"],
+        help="flows on alanine dipeptide, comma-separated: tarflow, icflow",
+    )
+    p.add_argument("--ic-epochs", type=int, default=5, help="epochs of the IC flow (it overfits later)")
     p.add_argument("--n-proposals", type=int, default=10_000)
     p.add_argument("--max-train-s", type=float, default=None, help="wall-time cap of each flow training (s)")
     p.add_argument("--ad-ref-ns", type=int, default=5, help="ns of the held-out reference MD")

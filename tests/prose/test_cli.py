@@ -165,3 +165,28 @@ def test_bad_inputs_fail_before_work(tmp_path, workdir):
 
     with pytest.raises(ConfigError):
         generate(["AXB"], str(tmp_path / "x.h5"), n_frames=2)
+
+
+def test_icflow_trains_and_samples_through_the_cli(workdir, capsys):
+    from scifm.cli.main import main
+
+    run = workdir / "ic_run"
+    common = ["--data", str(workdir / "ad.h5"), "--run-dir", str(run), "--no-progress", "--device", "cpu"]
+    args = ["train", "prose", "--model", "icflow", *common, "--max-epochs", "1", "--batch-size", "16"]
+    assert main([*args, "--ic-layers", "4", "--ic-hidden", "32"]) == 0
+    assert json.loads((run / "model" / "model.json").read_text())["name"] == "prose-icflow"
+    out = workdir / "ic_snis"
+    sample = ["sample", "prose", "--model", str(run), "--sequence", "Ace-A-Nme", "--n", "64"]
+    ref = ["--reference", str(workdir / "ad.h5"), "--metric-points", "100"]
+    assert main([*sample, *ref, "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    for k in KEYS:
+        assert k in m, k
+    assert m["com_correction"] == "gaussian" and 0 < m["ess"] <= 1 and m["energy_evaluations"] == 64
+    # the IC flow knows one molecule and one centroid law; bad combinations fail before any sampling
+    bad = workdir / "ic_bad"
+    assert main([*sample[:5], "AG", *sample[6:], "--out", str(bad)]) != 0
+    assert "cannot sample AG" in capsys.readouterr().err
+    assert main([*sample, "--com-correction", "chi3", "--out", str(bad)]) != 0
+    assert "must be gaussian" in capsys.readouterr().err
+    assert not bad.exists()
