@@ -158,6 +158,61 @@ def _check(args, rc: int, t0: float) -> None:
     )
 
 
+def cut_cmd(P: dict, trajectory, ions: bool, n_clusters, out, seed=None, rattle=None) -> list:
+    """`sci-fm data clusters` arguments: every molecule a centre, or only the ions in an electrolyte."""
+    extra = [
+        *(["--rattle", rattle] if rattle is not None else []),
+        *(["--seed", seed] if seed is not None else []),
+    ]
+    return [
+        "data",
+        "clusters",
+        "--trajectory",
+        trajectory,
+        "--centres",
+        "Li,F6P" if ions and P["ion_centres_only"] else "all",
+        "--radius",
+        P["radius"],
+        "--max-clusters",
+        n_clusters,
+        "--max-atoms",
+        P["max_atoms"],
+        *extra,
+        "--out",
+        out,
+        "--no-progress",
+    ]
+
+
+def md_cmd(models, structure, ensemble: str, temperature, timestep, steps, out, device, *extra) -> list:
+    """`sci-fm md` arguments shared by every run of the benchmark (FIRE to 0.5 eV/A first); `extra` adds
+    ensemble-specific options."""
+    models = models if isinstance(models, (list, tuple)) else [models]
+    return [
+        "md",
+        "--model",
+        *models,
+        "--structure",
+        structure,
+        "--ensemble",
+        ensemble,
+        "--temperature",
+        temperature,
+        "--timestep",
+        timestep,
+        "--steps",
+        steps,
+        *extra,
+        "--minimize",
+        0.5,
+        "--device",
+        device,
+        "--out",
+        out,
+        "--no-progress",
+    ]
+
+
 def sh(*args) -> None:
     """Run one sci-fm command in the foreground."""
     print("+ sci-fm", " ".join(map(str, args)), flush=True)
@@ -296,29 +351,7 @@ def main() -> None:
                 else max(1, P["max_clusters"] // P["seeds"])
             )
             if not cl.exists():
-                cuts.append(
-                    [
-                        "data",
-                        "clusters",
-                        "--trajectory",
-                        box,
-                        "--centres",
-                        "Li,F6P" if "LiPF6" in comp and P["ion_centres_only"] else "all",
-                        "--radius",
-                        P["radius"],
-                        "--max-clusters",
-                        n_cut,
-                        "--max-atoms",
-                        P["max_atoms"],
-                        "--rattle",
-                        P["rattle"],
-                        "--seed",
-                        s,
-                        "--out",
-                        cl,
-                        "--no-progress",
-                    ]
-                )
+                cuts.append(cut_cmd(P, box, "LiPF6" in comp, n_cut, cl, seed=s, rattle=P["rattle"]))
             (heldout_files if held else cluster_files).append(cl)
     sh_many(builds, fg_jobs(), logs)
     sh_many(cuts, fg_jobs(), logs)
@@ -379,45 +412,25 @@ def main() -> None:
 
     # 4. stability runs of the electrolyte box with teacher 0: NVT in the background, NVE in the queue below
     elyte_box = out / "boxes" / f"{ELECTROLYTE}_0.extxyz"
-    long_common = [
-        "--model",
-        teacher0,
-        "--structure",
-        elyte_box,
-        "--temperature",
-        298.0,
-        "--timestep",
-        P["long_timestep"],
-        "--save-every",
-        P["long_save_every"],
-        "--minimize",
-        0.5,
-        "--device",
-        a.device,
-        "--no-progress",
-    ]
+    long_extra = ("--save-every", P["long_save_every"])
     nvt_dir, nve_dir = out / "stability" / "nvt", out / "stability" / "nve"
     pid_file = out / "stability" / "nvt.pid"
     if not (nvt_dir / "summary.json").exists() and _pid_alive(pid_file):
         print(f"NVT run already going (pid {pid_file.read_text().strip()}); not started again", flush=True)
         background.append(Background(None, int(pid_file.read_text())))
     elif not (nvt_dir / "summary.json").exists():
-        cmd = [
-            "md",
-            "--ensemble",
+        cmd = md_cmd(
+            teacher0,
+            elyte_box,
             "nvt",
-            "--thermostat",
-            "nose-hoover",
-            "--tdamp",
-            100,
-            "--steps",
+            298.0,
+            P["long_timestep"],
             P["nvt_steps"],
-            "--thermo-every",
-            2,
-            "--out",
             nvt_dir,
-            *long_common,
-        ]
+            a.device,
+            *long_extra,
+            *("--thermostat", "nose-hoover", "--tdamp", 100, "--thermo-every", 2),
+        )
         nvt_dir.mkdir(parents=True, exist_ok=True)
         print("+ sci-fm", " ".join(map(str, cmd)), "(background)", flush=True)
         log = open(out / "stability" / "nvt.log", "w")
@@ -429,20 +442,18 @@ def main() -> None:
     stability = []
     if not (nve_dir / "summary.json").exists():
         stability.append(
-            [
-                "md",
-                "--ensemble",
+            md_cmd(
+                teacher0,
+                elyte_box,
                 "nve",
-                "--dtype",
-                "float64",
-                "--steps",
+                298.0,
+                P["long_timestep"],
                 P["nve_steps"],
-                "--thermo-every",
-                10,
-                "--out",
                 nve_dir,
-                *long_common,
-            ]
+                a.device,
+                *long_extra,
+                *("--dtype", "float64", "--thermo-every", 10),
+            )
         )
 
     # 5. committee NPT (frames for distillation, flagged candidates), optional active-learning round
@@ -454,37 +465,19 @@ def main() -> None:
             d = out / f"npt_{tag}" / name
             if not (d / "summary.json").exists():
                 cmds.append(
-                    [
-                        "md",
-                        "--model",
-                        *models,
-                        "--structure",
+                    md_cmd(
+                        list(models),
                         out / "boxes" / f"{name}_0.extxyz",
-                        "--ensemble",
                         "npt",
-                        "--temperature",
                         temp,
-                        "--pressure",
-                        1.01325,
-                        "--timestep",
                         0.5,
-                        "--pdamp",
-                        250,
-                        "--steps",
                         steps,
-                        "--save-every",
-                        P["save_every"],
-                        "--thermo-every",
-                        P["thermo_every"],
-                        *(["--uncertainty-threshold", 0.5] if len(models) > 1 else []),
-                        "--minimize",
-                        0.5,
-                        "--device",
-                        a.device,
-                        "--out",
                         d,
-                        "--no-progress",
-                    ]
+                        a.device,
+                        *("--pressure", 1.01325, "--pdamp", 250),
+                        *("--save-every", P["save_every"], "--thermo-every", P["thermo_every"]),
+                        *(["--uncertainty-threshold", 0.5] if len(models) > 1 else []),
+                    )
                 )
             dirs[name] = d
         sh_many(cmds, fg_jobs(), logs)
@@ -497,23 +490,7 @@ def main() -> None:
         for name, d in runs.items():
             cl = out / "clusters" / f"md_{name}.extxyz"
             if not cl.exists():
-                sh(
-                    "data",
-                    "clusters",
-                    "--trajectory",
-                    d / "traj.extxyz",
-                    "--centres",
-                    "Li,F6P" if "LiPF6" in name and P["ion_centres_only"] else "all",
-                    "--radius",
-                    P["radius"],
-                    "--max-clusters",
-                    P["max_clusters"],
-                    "--max-atoms",
-                    P["max_atoms"],
-                    "--out",
-                    cl,
-                    "--no-progress",
-                )
+                sh(*cut_cmd(P, d / "traj.extxyz", "LiPF6" in name, P["max_clusters"], cl))
             new.append(cl)
         results["n_clusters"] = merge(cluster_files + new)
         teachers = train(1)
@@ -563,34 +540,18 @@ def main() -> None:
         d = out / "compare" / label
         if not (d / "summary.json").exists():
             cmps.append(
-                [
-                    "md",
-                    "--model",
+                md_cmd(
                     run,
-                    "--structure",
                     elyte_box,
-                    "--ensemble",
                     "nve",
-                    "--dtype",
-                    "float64",
-                    "--temperature",
                     298.0,
-                    "--timestep",
                     P["long_timestep"],
-                    "--steps",
                     P["compare_steps"],
-                    "--save-every",
-                    P["long_save_every"],
-                    "--thermo-every",
-                    10,
-                    "--minimize",
-                    0.5,
-                    "--device",
-                    a.device,
-                    "--out",
                     d,
-                    "--no-progress",
-                ]
+                    a.device,
+                    *long_extra,
+                    *("--dtype", "float64", "--thermo-every", 10),
+                )
             )
     (out / "eval").mkdir(exist_ok=True)
     sh_many(evals + cmps, fg_jobs(), logs)

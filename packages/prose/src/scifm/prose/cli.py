@@ -23,7 +23,8 @@ def register(tree) -> None:
         "prose",
         configure=_train_args,
         run=run_train,
-        help="train a Prose flow by maximum likelihood on peptide MD frames",
+        help="train a Prose flow (or, --model icflow, a single-molecule internal-coordinate flow) by maximum "
+        "likelihood on peptide MD frames",
     )
     tree.add(
         "sample",
