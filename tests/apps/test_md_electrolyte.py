@@ -124,3 +124,35 @@ def test_cli_clusters_rattle_distorts_geometries(tmp_path, capsys):
     assert main([*common, "--rattle", "1.0", "--out", str(tmp_path / "bad.extxyz")]) == 2
     assert "--rattle 1.0" in capsys.readouterr().err
     assert not (tmp_path / "bad.extxyz").exists()
+
+
+def test_templates_are_xtb_minima_so_pf6_is_octahedral():
+    """ETKDG alone leaves PF6- distorted (F-P-F from 35° to 154°), tens of eV above its GFN2-xTB minimum;
+    every molecule of a packed box, and so every training cluster, inherits its template."""
+    from ase import Atoms
+    from tblite.ase import TBLite
+
+    def pf6_angles(sp):
+        v = sp.positions[sp.numbers == 9] - sp.positions[sp.numbers == 15][0]
+        v /= np.linalg.norm(v, axis=1)[:, None]
+        return np.degrees(np.arccos(np.clip(v @ v.T, -1, 1)))[np.triu_indices(6, 1)]
+
+    raw = make_species("PF6", "F[P-](F)(F)(F)(F)F", relax="none")
+    relaxed = make_species("PF6", "F[P-](F)(F)(F)(F)F")
+    ang = pf6_angles(relaxed)
+    assert np.sort(ang)[:12] == pytest.approx(90.0, abs=2.0) and np.sort(ang)[12:] == pytest.approx(
+        180, abs=2.0
+    )
+    assert np.abs(np.sort(pf6_angles(raw))[:12] - 90).max() > 20  # the problem this guards against
+
+    def energy(sp):
+        a = Atoms(numbers=sp.numbers, positions=sp.positions)
+        a.calc = TBLite(method="GFN2-xTB", charge=sp.charge, verbosity=0)
+        return a.get_potential_energy(), np.abs(a.get_forces()).max()
+
+    (e_raw, _), (e_min, f_min) = energy(raw), energy(relaxed)
+    assert e_raw - e_min > 1.0 and f_min < 0.05  # eV, eV/Å
+    ec = make_species("EC", "C1COC(=O)O1")
+    assert energy(ec)[1] < 0.05
+    with pytest.raises(ConfigError, match="relaxation"):
+        make_species("EC", "C1COC(=O)O1", relax="uff")
