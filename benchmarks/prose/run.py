@@ -77,6 +77,29 @@ def _peptide_md(
     )
 
 
+def _train(a, data: Path, run: Path, epochs: int, batch: int, *extra: str) -> None:
+    """`sci-fm train prose` with the options every benchmark training shares."""
+    sci_fm(
+        "train",
+        "prose",
+        "--data",
+        str(data),
+        "--run-dir",
+        str(run),
+        "--max-epochs",
+        str(epochs),
+        "--batch-size",
+        str(batch),
+        *extra,
+        *_time_cap(a),
+        "--device",
+        a.device,
+        "--no-progress",
+        "--seed",
+        str(a.seed),
+    )
+
+
 def _time_cap(a) -> list[str]:
     return [] if a.quick or not a.max_train_s else ["--max-time-s", str(a.max_train_s)]
 
@@ -126,50 +149,21 @@ def bench_ad(a, wd: Path) -> list[dict]:
         if (run / "model" / "model.json").is_file() and not q:
             print(f"reusing the trained {model} in {run}", flush=True)
         elif model == "tarflow":
-            sci_fm(
-                "train",
-                "prose",
-                "--data",
-                str(data),
-                "--run-dir",
-                str(run),
+            lr = str(1e-3 if q else 5e-4)
+            _train(
+                a,
+                data,
+                run,
+                3 if q else a.epochs,
+                32 if q else 256,
                 "--size",
                 "tiny" if q else a.size,
-                "--max-epochs",
-                str(3 if q else a.epochs),
-                "--batch-size",
-                str(32 if q else 256),
                 "--lr",
-                str(1e-3 if q else 5e-4),
-                *_time_cap(a),
-                "--device",
-                a.device,
-                "--no-progress",
-                "--seed",
-                str(a.seed),
+                lr,
             )
         else:
-            sci_fm(
-                "train",
-                "prose",
-                "--model",
-                "icflow",
-                "--data",
-                str(data),
-                "--run-dir",
-                str(run),
-                "--max-epochs",
-                str(1 if q else a.ic_epochs),
-                "--batch-size",
-                str(32 if q else 256),
-                *(["--ic-hidden", "32", "--ic-layers", "4"] if q else []),
-                *_time_cap(a),
-                "--device",
-                a.device,
-                "--no-progress",
-                "--seed",
-                str(a.seed),
-            )
+            small = ["--ic-hidden", "32", "--ic-layers", "4"] if q else []
+            _train(a, data, run, 1 if q else a.ic_epochs, 32 if q else 256, "--model", "icflow", *small)
         out = wd / ("ad_snis" if model == "tarflow" else f"ad_{model}_snis")
         m = _snis(a, run, "Ace-A-Nme", held_out, out, 500 if q else a.n_proposals)
         row = {"task": "Ace-A-Nme", "model": MODEL_LABELS[model], "method": "snis"}
@@ -199,29 +193,13 @@ def bench_transfer(a, wd: Path) -> list[dict]:
     data = wd / "dipeptides.h5"
     _peptide_md(a, data, seqs, frames, interval, warm)
     run = wd / "transfer_run"
-    sci_fm(
-        "train",
-        "prose",
-        "--data",
-        str(data),
-        "--run-dir",
-        str(run),
-        "--systems",
-        *train,
-        "--val-fraction",
-        "0.05",
-        "--size",
-        "tiny" if q else a.size,
-        "--max-epochs",
-        str(2 if q else a.epochs),
-        "--batch-size",
-        str(32 if q else 256),
-        *_time_cap(a),
-        "--device",
-        a.device,
-        "--no-progress",
-        "--seed",
-        str(a.seed),
+    _train(
+        a,
+        data,
+        run,
+        2 if q else a.epochs,
+        32 if q else 256,
+        *("--systems", *train, "--val-fraction", "0.05", "--size", "tiny" if q else a.size),
     )
     rows = []
     for s in test:

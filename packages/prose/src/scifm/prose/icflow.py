@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from scifm.core.errors import ConfigError, DataError
+from scifm.prose.tarflow import strict_from_dict
 
 __all__ = [
     "ICFlow",
@@ -286,11 +287,7 @@ class ICFlowConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ICFlowConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"icflow model config: unknown keys {sorted(unknown)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "icflow")
 
 
 class _Coupling(nn.Module):

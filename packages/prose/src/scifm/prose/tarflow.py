@@ -50,11 +50,15 @@ class ProseConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ProseConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"prose model config: unknown keys {sorted(unknown)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "prose")
+
+
+def strict_from_dict(cls, d: dict, label: str):
+    """A config dataclass from a dict, refusing unknown keys (a model.json from another version or model)."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ConfigError(f"{label} model config: unknown keys {sorted(unknown)}")
+    return cls(**d)
 
 
 # name -> (channels, blocks, layers per block, head dim). "paper" is the anchor's 288M-parameter Prose.
