@@ -246,3 +246,34 @@ def test_cli_md_rejects_unknown_elements(tmp_path, capsys):
     ase.io.write(box, _cu(), format="extxyz")
     assert main(["md", "--model", str(model), "--structure", str(box), "--out", str(tmp_path / "o")]) == 2
     assert "Cu" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_cli_md_dispersion_tail_lowers_the_pressure_and_needs_a_box(tmp_path, capsys):
+    model = export_tiny(tmp_path / "m", seed=0)
+    box = tmp_path / "box.extxyz"
+    ase.io.write(box, water_box(), format="extxyz")
+    common = ["md", "--model", str(model), "--structure", str(box), "--steps", "0", "--no-progress"]
+    common += ["--dtype", "float64", "--thermo-every", "1"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--dispersion-tail", "--out", str(tmp_path / "tail")]) == 0
+    assert json.loads((tmp_path / "tail" / "summary.json").read_text())["dispersion_tail"] is True
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["dispersion_tail"] is False
+    from ase.units import bar
+
+    from scifm.mlip.export import load_potential
+    from scifm.mlip.physics.dispersion import DispersionTail
+
+    plain, tail = (json.loads((tmp_path / k / "summary.json").read_text()) for k in ("plain", "tail"))
+    t = DispersionTail(load_potential(model).cutoff).compute(water_box())
+    assert tail["epot_eV_mean"] - plain["epot_eV_mean"] == pytest.approx(t["energy"], rel=1e-6)
+    assert tail["pressure_bar_mean"] - plain["pressure_bar_mean"] == pytest.approx(
+        t["pressure"] / bar, rel=1e-6
+    )
+    assert t["pressure"] < 0
+    mol = tmp_path / "mol.extxyz"
+    ase.io.write(mol, water_box()[:3], format="extxyz", write_info=False)
+    a = ase.io.read(mol)
+    a.pbc = False
+    ase.io.write(mol, a, format="extxyz")
+    assert main([*common[:4], str(mol), "--dispersion-tail", "--out", str(tmp_path / "m_out")]) == 2
+    assert "periodic" in capsys.readouterr().err and not (tmp_path / "m_out").exists()

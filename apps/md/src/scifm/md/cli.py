@@ -72,6 +72,12 @@ def _md_args(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not add the D3 term that the model's config asks for",
     )
+    p.add_argument(
+        "--dispersion-tail",
+        action="store_true",
+        help="add the dispersion beyond the model's cutoff (homogeneous-fluid tail, D3 C6) to energy and "
+        "pressure: for models trained on dispersion-including labels (GFN2-xTB clusters)",
+    )
     p.add_argument("--charge", type=float, default=None, help="total charge (default: structure info or 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/md")
@@ -97,7 +103,9 @@ def read_structure(path: str):
     return atoms
 
 
-def make_calculator(models, dtype: str, device: str, skin: float, dispersion: bool, numbers=None, where=None):
+def make_calculator(
+    models, dtype: str, device: str, skin: float, dispersion: bool, numbers=None, where=None, tail=False
+):
     """One SciFMCalculator or a CommitteeCalculator; checks the structure's elements against each model."""
     from .committee import CommitteeCalculator, make_member, resolve_model_dir
 
@@ -107,7 +115,12 @@ def make_calculator(models, dtype: str, device: str, skin: float, dispersion: bo
         if not (d / "model.json").is_file():
             raise DataError(m, "not a model directory (no model.json, nor model/model.json)")
         calc = make_member(
-            d, dtype=dtype, device=device, skin=skin, dispersion="auto" if dispersion else None
+            d,
+            dtype=dtype,
+            device=device,
+            skin=skin,
+            dispersion="auto" if dispersion else None,
+            dispersion_tail=tail,
         )
         if numbers is not None:
             missing = sorted(set(int(z) for z in numbers) - set(calc.potential.elements))
@@ -158,10 +171,23 @@ def _md(args) -> int:
     atoms = read_structure(args.structure)
     if args.charge is not None:
         atoms.info["charge"] = float(args.charge)
-    calc = make_calculator(
-        args.model, args.dtype, args.device, args.skin, args.dispersion, atoms.numbers, args.structure
-    )
+    if args.dispersion_tail and not (atoms.pbc.all() and atoms.cell.volume > 0):
+        raise ConfigError(f"--dispersion-tail needs a periodic box; {args.structure} is not fully periodic")
+    try:
+        calc = make_calculator(
+            args.model,
+            args.dtype,
+            args.device,
+            args.skin,
+            args.dispersion,
+            atoms.numbers,
+            args.structure,
+            tail=args.dispersion_tail,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     meta = {"model": [str(m) for m in args.model], "structure": str(args.structure), "dtype": args.dtype}
+    meta["dispersion_tail"] = bool(args.dispersion_tail)
     s = run_md(atoms, calc, settings, args.out, meta=meta)
     keys = (
         "steps",

@@ -40,7 +40,12 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
 
 
 def make_member(
-    model, dtype: str = "float32", device: str = "cpu", skin: float = 0.0, dispersion: str | None = "auto"
+    model,
+    dtype: str = "float32",
+    device: str = "cpu",
+    skin: float = 0.0,
+    dispersion: str | None = "auto",
+    dispersion_tail: bool = False,
 ) -> Calculator:
     """An ASE calculator for one committee member (path, Potential or calculator)."""
     if isinstance(model, Calculator):
@@ -49,7 +54,9 @@ def make_member(
 
     if isinstance(model, (str, os.PathLike)):
         model = resolve_model_dir(model)
-    return SciFMCalculator(model, dtype=dtype, device=device, skin=skin, dispersion=dispersion)
+    return SciFMCalculator(
+        model, dtype=dtype, device=device, skin=skin, dispersion=dispersion, dispersion_tail=dispersion_tail
+    )
 
 
 class CommitteeCalculator(Calculator):

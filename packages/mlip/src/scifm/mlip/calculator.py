@@ -8,6 +8,9 @@ Options beyond the model: ``compile=True`` wraps the model in ``torch.compile`` 
 call compiles: about 2 minutes for a tiny PaiNN on a loaded 2-core CPU, so it pays off only for long runs);
 ``dispersion`` adds DFT-D3 (``scifm.mlip.physics.dispersion``) to energy, forces and stress — "auto" uses the
 functional the model's config names under ``dispersion`` (BAMBOO: added at MD time only), None turns it off.
+``dispersion_tail=True`` adds the homogeneous-fluid dispersion beyond the model's cutoff (D3 C6 between the
+molecule types of the box) to the energy and stress of periodic systems: for models trained on labels that
+contain dispersion (GFN2-xTB) in finite clusters, which therefore miss everything beyond their cutoff.
 Extra model outputs (charges [N], dipole [3], electrostatic_energy) are passed on under their own names.
 """
 
@@ -62,6 +65,7 @@ class SciFMCalculator(Calculator):
         compile: bool = False,
         dispersion: str | None = "auto",
         dispersion_damping: str | None = None,
+        dispersion_tail: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -94,6 +98,16 @@ class SciFMCalculator(Calculator):
             from .physics.dispersion import D3Dispersion
 
             self.dispersion = D3Dispersion(dispersion, dispersion_damping or "d3bj")
+        self.tail = None
+        if dispersion_tail:
+            if self.dispersion is not None:
+                raise ValueError(
+                    "dispersion_tail is for models whose labels contain dispersion; this one adds full D3 "
+                    f"({dispersion}) already"
+                )
+            from .physics.dispersion import DispersionTail
+
+            self.tail = DispersionTail(self.cutoff)
         self._nl = None  # (graph with cutoff + skin, reference positions, numbers, cell, pbc)
 
     def check_state(self, atoms, tol: float = 1e-15):
@@ -163,6 +177,14 @@ class SciFMCalculator(Calculator):
                 self.results[key] = value
         if self.dispersion is not None:
             self._add_dispersion(atoms, periodic)
+        if self.tail is not None and periodic:  # an isolated system has no fluid beyond the cutoff
+            t = self.tail.compute(atoms)
+            r = self.results
+            r["dispersion_tail_energy"] = t["energy"]
+            r["energy"] += t["energy"]
+            r["free_energy"] += t["energy"]
+            r["energies"] = r["energies"] + t["energy"] / len(atoms)
+            r["stress"] = r["stress"] + t["stress"]
 
     def _add_dispersion(self, atoms, periodic: bool) -> None:
         """Add D3 to energy, forces, stress; per-atom energies get an equal share of it."""
