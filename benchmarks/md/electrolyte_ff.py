@@ -184,9 +184,12 @@ def cut_cmd(P: dict, trajectory, ions: bool, n_clusters, out, seed=None, rattle=
     ]
 
 
-def md_cmd(models, structure, ensemble: str, temperature, timestep, steps, out, device, *extra) -> list:
+def md_cmd(
+    models, structure, ensemble: str, temperature, timestep, steps, out, device, *extra, tail: bool = True
+) -> list:
     """`sci-fm md` arguments shared by every run of the benchmark (FIRE to 0.5 eV/A first); `extra` adds
-    ensemble-specific options."""
+    ensemble-specific options; `tail`: the dispersion beyond the teachers' cutoff (GFN2-xTB's D4 is in the
+    cluster labels, so the models know dispersion within their cutoff only)."""
     models = models if isinstance(models, (list, tuple)) else [models]
     return [
         "md",
@@ -203,6 +206,7 @@ def md_cmd(models, structure, ensemble: str, temperature, timestep, steps, out, 
         "--steps",
         steps,
         *extra,
+        *(["--dispersion-tail"] if tail else []),
         "--minimize",
         0.5,
         "--device",
@@ -298,6 +302,12 @@ def main() -> None:
     p.add_argument("--teachers", type=int, default=3)
     p.add_argument("--jobs", type=int, default=1, help="sci-fm processes at a time (one CPU thread each)")
     p.add_argument("--accelerator", default="cpu")
+    p.add_argument(
+        "--no-dispersion-tail",
+        dest="dispersion_tail",
+        action="store_false",
+        help="MD without the dispersion beyond the teachers' cutoff (sci-fm md --dispersion-tail)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--results", default="benchmarks/results/md", help="where the records go ('' for none)")
     p.add_argument(
@@ -430,6 +440,7 @@ def main() -> None:
             a.device,
             *long_extra,
             *("--thermostat", "nose-hoover", "--tdamp", 100, "--thermo-every", 2),
+            tail=a.dispersion_tail,
         )
         nvt_dir.mkdir(parents=True, exist_ok=True)
         print("+ sci-fm", " ".join(map(str, cmd)), "(background)", flush=True)
@@ -453,6 +464,7 @@ def main() -> None:
                 a.device,
                 *long_extra,
                 *("--dtype", "float64", "--thermo-every", 10),
+                tail=a.dispersion_tail,
             )
         )
 
@@ -477,6 +489,7 @@ def main() -> None:
                         *("--pressure", 1.01325, "--pdamp", 250),
                         *("--save-every", P["save_every"], "--thermo-every", P["thermo_every"]),
                         *(["--uncertainty-threshold", 0.5] if len(models) > 1 else []),
+                        tail=a.dispersion_tail,
                     )
                 )
             dirs[name] = d
@@ -551,6 +564,7 @@ def main() -> None:
                     a.device,
                     *long_extra,
                     *("--dtype", "float64", "--thermo-every", 10),
+                    tail=a.dispersion_tail,
                 )
             )
     (out / "eval").mkdir(exist_ok=True)

@@ -28,8 +28,10 @@ eV and divided by p_scale². Then, when labelled clusters are given, one cluster
         # optional: frames (file), density_md, kappa_T_per_bar, delta_p_bar (overrides the formula)
 
 After training, ``--npt-steps N`` re-runs NPT from each mixture's last frame with the aligned model and
-reports the new density. Outputs: ``model/``, ``metrics.json`` (per mixture ΔP target, residual before and
-after, densities), ``history.csv``, ``alignment.png``.
+reports the new density (with the dispersion tail when the system's NPT run had it, ``sci-fm md
+--dispersion-tail``; the tail is a fixed function of the volume, so the NN's ΔP target is unchanged by it).
+Outputs: ``model/``, ``metrics.json`` (per mixture ΔP target, residual before and after, densities),
+``history.csv``, ``alignment.png``.
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ def load_systems(path: str | Path, max_frames: int = 30) -> list[dict]:
                 "density_exp": s.get("density_exp"),
                 "md_dir": md,
                 "md_settings": summary.get("settings", {}),
+                "dispersion_tail": bool(summary.get("dispersion_tail", False)),
             }
         )
     return out
@@ -327,7 +330,9 @@ def rerun_npt(model_dir: Path, systems: list[dict], out: Path, steps: int, progr
             pdamp=st.get("pdamp", 1000.0),
             progress=progress,
         )
-        summary = run_md(atoms, make_member(model_dir, dispersion="auto"), settings, out / s["name"])
+        # the same energy model as the NPT run that set the target (dispersion tail included or not)
+        calc = make_member(model_dir, dispersion="auto", dispersion_tail=s.get("dispersion_tail", False))
+        summary = run_md(atoms, calc, settings, out / s["name"])
         res[s["name"]] = {
             "density_before_g_cm3": s["density_md"],
             "density_after_g_cm3": summary.get("density_g_cm3_mean"),
