@@ -36,8 +36,21 @@ from scifm.core.errors import DataError
 SCHEMA = "scifm-bench/1"
 BETTER = ("lower", "higher", None)
 # Versions recorded in every record: the numerical stack plus every sci-fm distribution.
-PACKAGES = ("torch", "lightning", "torch-geometric", "e3nn", "numpy", "ase", "h5py", "vesin", "openmm",
-            "rdkit", "tblite", "pyscf", "matplotlib")
+PACKAGES = (
+    "torch",
+    "lightning",
+    "torch-geometric",
+    "e3nn",
+    "numpy",
+    "ase",
+    "h5py",
+    "vesin",
+    "openmm",
+    "rdkit",
+    "tblite",
+    "pyscf",
+    "matplotlib",
+)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 __all__ = ["SCHEMA", "provenance", "validate_record", "write_record", "read_record", "utc_timestamp"]
@@ -96,8 +109,13 @@ def _hardware() -> dict[str, Any]:
         threads = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         threads = os.cpu_count()
-    hw: dict[str, Any] = {"cpu": _cpu_model(), "gpu": None, "threads": threads, "torch_threads": None,
-                          "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    hw: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "gpu": None,
+        "threads": threads,
+        "torch_threads": None,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
     try:
         import torch
 
@@ -112,8 +130,9 @@ def _hardware() -> dict[str, Any]:
     return hw
 
 
-def provenance(command: str | None = None, wall_time_s: float | None = None,
-               repo: str | os.PathLike | None = None) -> dict[str, Any]:
+def provenance(
+    command: str | None = None, wall_time_s: float | None = None, repo: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Where and how a result was made: git commit, package versions, hardware, time, command.
 
     ``repo`` is the git work tree to ask for the commit (default: the current directory).
@@ -177,8 +196,9 @@ def validate_record(record: Mapping[str, Any]) -> None:
         if unknown:
             raise _problem(f"columns.{name} has unknown key(s) {sorted(unknown)}")
         if spec.get("better") not in BETTER:
-            raise _problem(f"columns.{name}.better must be 'lower', 'higher' or null, "
-                           f"got {spec.get('better')!r}")
+            raise _problem(
+                f"columns.{name}.better must be 'lower', 'higher' or null, got {spec.get('better')!r}"
+            )
         for k in ("unit", "label", "format"):
             if spec.get(k) is not None and not isinstance(spec[k], str):
                 raise _problem(f"columns.{name}.{k} must be a string")
@@ -225,11 +245,20 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_record(path: str | os.PathLike, suite: str, name: str, rows: Iterable[Mapping[str, Any]],
-                 columns: Mapping[str, Mapping[str, Any]], plots: Iterable[str] = (),
-                 config: Mapping[str, Any] | None = None, seed: int | None = None, title: str | None = None,
-                 wall_time_s: float | None = None, command: str | None = None,
-                 prov: Mapping[str, Any] | None = None) -> Path:
+def write_record(
+    path: str | os.PathLike,
+    suite: str,
+    name: str,
+    rows: Iterable[Mapping[str, Any]],
+    columns: Mapping[str, Mapping[str, Any]],
+    plots: Iterable[str] = (),
+    config: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    title: str | None = None,
+    wall_time_s: float | None = None,
+    command: str | None = None,
+    prov: Mapping[str, Any] | None = None,
+) -> Path:
     """Validate and atomically write one result record; returns ``path``.
 
     ``rows``: the table rows (scalar values only; NaN/inf are written as null, shown as a dash).

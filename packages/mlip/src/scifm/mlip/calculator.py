@@ -179,21 +179,22 @@ class SciFMCalculator(Calculator):
             self._add_dispersion(atoms, periodic)
         if self.tail is not None and periodic:  # an isolated system has no fluid beyond the cutoff
             t = self.tail.compute(atoms)
-            r = self.results
-            r["dispersion_tail_energy"] = t["energy"]
-            r["energy"] += t["energy"]
-            r["free_energy"] += t["energy"]
-            r["energies"] = r["energies"] + t["energy"] / len(atoms)
-            r["stress"] = r["stress"] + t["stress"]
+            self._add_term("dispersion_tail_energy", t["energy"], stress=t["stress"])
 
     def _add_dispersion(self, atoms, periodic: bool) -> None:
-        """Add D3 to energy, forces, stress; per-atom energies get an equal share of it."""
+        """Add D3 to energy, forces, stress."""
         d = self.dispersion.compute(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+        stress = full_3x3_to_voigt_6_stress(d["stress"]) if periodic and d["stress"] is not None else None
+        self._add_term("dispersion_energy", d["energy"], forces=d["forces"], stress=stress)
+
+    def _add_term(self, name: str, energy: float, forces=None, stress=None) -> None:
+        """Add an energy term (reported under `name`) to the results; per-atom energies get equal shares."""
         r = self.results
-        r["dispersion_energy"] = d["energy"]
-        r["energy"] += d["energy"]
-        r["free_energy"] += d["energy"]
-        r["energies"] = r["energies"] + d["energy"] / len(atoms)
-        r["forces"] = r["forces"] + d["forces"]
-        if periodic and d["stress"] is not None:
-            r["stress"] = r["stress"] + full_3x3_to_voigt_6_stress(d["stress"])
+        r[name] = energy
+        r["energy"] += energy
+        r["free_energy"] += energy
+        r["energies"] = r["energies"] + energy / len(r["energies"])
+        if forces is not None:
+            r["forces"] = r["forces"] + forces
+        if stress is not None:
+            r["stress"] = r["stress"] + stress

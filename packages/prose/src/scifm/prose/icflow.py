@@ -401,10 +401,13 @@ class ICFlow(nn.Module):
             raise DataError("icflow", f"expected {self.n_atoms} atoms, got {x.shape[1]}")
         x = x.to(self.mean.dtype)
         ic = ic_from_cartesian(x, self.config.zmatrix)
-        c = x.mean(1)
+        rigid = self._log_com(x.mean(1)) - LOG_8PI2
+        return self.log_prob_ic(ic) + rigid - cartesian_log_jacobian(ic, self.config.zmatrix)
+
+    def _log_com(self, c: torch.Tensor) -> torch.Tensor:
+        """log N(c; 0, I/N) of centroids c [B, 3]."""
         s2 = 1.0 / self.n_atoms
-        log_com = -(c**2).sum(-1) / (2 * s2) - 1.5 * math.log(2 * math.pi * s2)
-        return self.log_prob_ic(ic) + log_com - LOG_8PI2 - cartesian_log_jacobian(ic, self.config.zmatrix)
+        return -(c**2).sum(-1) / (2 * s2) - 1.5 * math.log(2 * math.pi * s2)
 
     def sample(self, n: int, cond=None, perms=None, batch_size: int = 1024, generator=None, progress=None):
         """n samples (x [n, N, 3], log q(x) [n]) in standardised Cartesian units."""
@@ -423,10 +426,9 @@ class ICFlow(nn.Module):
                 self.n_atoms
             )
             x = torch.einsum("bij,bnj->bni", R, y) + c
-            s2 = 1.0 / self.n_atoms
-            log_com = -(c[:, 0] ** 2).sum(-1) / (2 * s2) - 1.5 * math.log(2 * math.pi * s2)
             xs.append(x)
-            lps.append(lq + log_com - LOG_8PI2 - cartesian_log_jacobian(ic, self.config.zmatrix))
+            rigid = self._log_com(c[:, 0]) - LOG_8PI2
+            lps.append(lq + rigid - cartesian_log_jacobian(ic, self.config.zmatrix))
             done += b
             if progress is not None:
                 progress(b)
