@@ -27,11 +27,12 @@ def npt_run(tmp_path_factory):
     out = root / "npt"
     run_md(
         water_box(),
-        SciFMCalculator(load_potential(models[0]), dtype="float64"),
+        SciFMCalculator(load_potential(models[0]), dtype="float64", dispersion_tail=True),
         MDSettings(
             ensemble="npt", steps=30, timestep=0.5, save_every=5, thermo_every=1, pdamp=100.0, progress=False
         ),
         out,
+        meta={"dispersion_tail": True},  # as `sci-fm md --dispersion-tail` records it
     )
     return root, models, out
 
@@ -153,6 +154,9 @@ def test_align_one_epoch_moves_pressure_towards_target(npt_run, tmp_path):
     assert w["residual_before_bar"] == pytest.approx(-500.0)
     assert abs(w["residual_after_bar"]) < abs(w["residual_before_bar"])
     assert m["npt"]["water"]["density_after_g_cm3"] > 0
+    # the re-run uses the energy model of the run that set the target (dispersion tail or not)
+    rerun = json.loads((out / "npt" / "water" / "summary.json").read_text())
+    assert rerun["dispersion_tail"] is summary["dispersion_tail"] is True
     assert (out / "alignment.png").stat().st_size > 0
 
 

@@ -331,8 +331,9 @@ def rerun_npt(model_dir: Path, systems: list[dict], out: Path, steps: int, progr
             progress=progress,
         )
         # the same energy model as the NPT run that set the target (dispersion tail included or not)
-        calc = make_member(model_dir, dispersion="auto", dispersion_tail=s.get("dispersion_tail", False))
-        summary = run_md(atoms, calc, settings, out / s["name"])
+        tail = bool(s.get("dispersion_tail", False))
+        calc = make_member(model_dir, dispersion="auto", dispersion_tail=tail)
+        summary = run_md(atoms, calc, settings, out / s["name"], meta={"dispersion_tail": tail})
         res[s["name"]] = {
             "density_before_g_cm3": s["density_md"],
             "density_after_g_cm3": summary.get("density_g_cm3_mean"),
