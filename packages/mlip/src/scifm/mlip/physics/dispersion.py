@@ -112,6 +112,10 @@ def pair_c6(numbers_a, positions_a, numbers_b, positions_b, separation: float = 
     param = d3.RationalDampingParam(s6=1.0, s8=0.0, s9=0.0, a1=0.4, a2=5.0)
     e2 = np.asarray(model.get_pairwise_dispersion(param)["additive pairwise energy"])  # Hartree, [n, n]
     r = np.linalg.norm(pa[:, None] - pb[None], axis=-1) / Bohr
+    if r.max() * Bohr > 31.0:  # dftd3's two-body cutoff is 60 Bohr (31.75 Å): pairs beyond it would be lost
+        raise ValueError(
+            f"molecules too large for the C6 probe (atom pairs up to {r.max() * Bohr:.1f} Å apart)"
+        )
     block = e2[:na, na:] + e2[na:, :na].T  # the pair energy, however the matrix splits it
     # E = -C6 / (r^6 + R0^6) with R0 < 10 Bohr: at 25 Å (47 Bohr) -E r^6 is C6 to better than 1e-4
     c6 = float(-(block * r**6).sum())
