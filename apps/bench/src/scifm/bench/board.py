@@ -55,8 +55,9 @@ def _prepare_out(out: Path) -> Path:
         if not (out / MARKER).exists():
             from scifm.core.errors import ConfigError
 
-            raise ConfigError(f"{out}: has an img/ folder that this command did not make; "
-                              "choose another --out")
+            raise ConfigError(
+                f"{out}: has an img/ folder that this command did not make; choose another --out"
+            )
         shutil.rmtree(img)  # stale plots of records that are gone
     (out / MARKER).write_text("made by `sci-fm bench board`; img/ is rebuilt on every run\n")
     img.mkdir()

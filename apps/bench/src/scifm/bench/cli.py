@@ -34,9 +34,17 @@ def _run(args) -> int:
 
     repo, configs, results = _paths(args)
     command = "sci-fm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
-    path = run_suite(args.suite, configs, results, repo, quick=args.quick, seed=args.seed,
-                     workdir=Path(args.workdir) if args.workdir else None, keep=args.keep_workdir,
-                     command=command or f"sci-fm bench run {args.suite}" + (" --quick" if args.quick else ""))
+    path = run_suite(
+        args.suite,
+        configs,
+        results,
+        repo,
+        quick=args.quick,
+        seed=args.seed,
+        workdir=Path(args.workdir) if args.workdir else None,
+        keep=args.keep_workdir,
+        command=command or f"sci-fm bench run {args.suite}" + (" --quick" if args.quick else ""),
+    )
     print(f"result written to {path}")
     return 0
 
@@ -54,8 +62,10 @@ def _board(args) -> int:
     board = render_board(results, out)
     for w in board.warnings:
         print(f"sci-fm bench board: warning: {w}", file=sys.stderr)
-    print(f"{board.n_records} record(s) in {len(board.suites)} suite(s) -> {out / 'leaderboard.md'}, "
-          f"{out / 'index.html'}" + (f" ({len(board.warnings)} file(s) skipped)" if board.warnings else ""))
+    print(
+        f"{board.n_records} record(s) in {len(board.suites)} suite(s) -> {out / 'leaderboard.md'}, "
+        f"{out / 'index.html'}" + (f" ({len(board.warnings)} file(s) skipped)" if board.warnings else "")
+    )
     return 0
 
 

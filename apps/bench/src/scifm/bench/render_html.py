@@ -78,8 +78,10 @@ JS = """
 
 
 def _figure(fig: Figure) -> str:
-    return (f'<figure><img src="{escape(fig.src)}" alt="{escape(fig.caption)}" loading="eager">'
-            f"<figcaption>{escape(fig.caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="{escape(fig.src)}" alt="{escape(fig.caption)}" loading="eager">'
+        f"<figcaption>{escape(fig.caption)}</figcaption></figure>"
+    )
 
 
 def _th(c) -> str:
@@ -101,13 +103,18 @@ def _table(record: Record, table_id: str) -> str:
             title = ' title="best in this column"' if cell.best else ""
             tds.append(f'<td class="{" ".join(cls)}" data-value="{escape(value)}"{title}>{text}</td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
-    return (f'<div class="scroll"><table class="board" id="{escape(table_id)}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    return (
+        f'<div class="scroll"><table class="board" id="{escape(table_id)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _record(board: Board, record: Record, table_id: str) -> list[str]:
-    parts = [f'<p class="prov">{escape(provenance_line(record.data))} — '
-             f'<a href="{escape(board.record_link(record))}">record</a></p>', _table(record, table_id)]
+    parts = [
+        f'<p class="prov">{escape(provenance_line(record.data))} — '
+        f'<a href="{escape(board.record_link(record))}">record</a></p>',
+        _table(record, table_id),
+    ]
     figs = board.figures.get(record.path, [])
     if figs:
         parts.append('<div class="plots">' + "".join(_figure(f) for f in figs) + "</div>")
@@ -115,15 +122,26 @@ def _record(board: Board, record: Record, table_id: str) -> list[str]:
 
 
 def render_html(board: Board) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           "<title>sci-fm benchmark leaderboard</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-           "<h1>sci-fm benchmark leaderboard</h1>",
-           f'<p class="prov">{board.n_records} result record(s). Click a column header to sort; the best '
-           "value of each ranked column is bold with a ★ (↓ lower is better, ↑ higher is better).</p>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>sci-fm benchmark leaderboard</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        "<h1>sci-fm benchmark leaderboard</h1>",
+        f'<p class="prov">{board.n_records} result record(s). Click a column header to sort; the best '
+        "value of each ranked column is bold with a ★ (↓ lower is better, ↑ higher is better).</p>",
+    ]
     if board.suites:
-        out.append("<nav>" + "".join(f'<a href="#suite-{escape(s)}">{escape(s)}</a>' for s in board.suites)
-                   + "</nav>")
+        out.append(
+            "<nav>"
+            + "".join(f'<a href="#suite-{escape(s)}">{escape(s)}</a>' for s in board.suites)
+            + "</nav>"
+        )
     else:
         out.append("<p>No results yet.</p>")
     for suite, groups in board.suites.items():
@@ -145,7 +163,10 @@ def render_html(board: Board) -> str:
             out.append(f'<h3>Summary</h3><div class="plots">{figs}</div>')
         out.append("</section>")
     if board.warnings:
-        out.append('<section id="skipped"><h2>Skipped files</h2><ul class="warn">'
-                   + "".join(f"<li>{escape(w)}</li>" for w in board.warnings) + "</ul></section>")
+        out.append(
+            '<section id="skipped"><h2>Skipped files</h2><ul class="warn">'
+            + "".join(f"<li>{escape(w)}</li>" for w in board.warnings)
+            + "</ul></section>"
+        )
     out += [f"<script>{JS}</script>", "</body>", "</html>"]
     return "\n".join(out) + "\n"

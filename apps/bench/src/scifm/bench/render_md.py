@@ -11,11 +11,15 @@ def _cell(text: str) -> str:
 
 
 def render_md(board: Board) -> str:
-    lines = ["# sci-fm benchmark leaderboard", "",
-             f"{board.n_records} result record(s) from `benchmarks/results/`. "
-             "Best value per column in **bold** "
-             "(↓ lower is better, ↑ higher is better). Regenerate with `uv run sci-fm bench board`; "
-             "`index.html` next to this file has sortable tables.", ""]
+    lines = [
+        "# sci-fm benchmark leaderboard",
+        "",
+        f"{board.n_records} result record(s) from `benchmarks/results/`. "
+        "Best value per column in **bold** "
+        "(↓ lower is better, ↑ higher is better). Regenerate with `uv run sci-fm bench board`; "
+        "`index.html` next to this file has sortable tables.",
+        "",
+    ]
     if not board.suites:
         lines += ["_No results yet._", ""]
     if board.suites:
@@ -25,8 +29,12 @@ def render_md(board: Board) -> str:
         for g in groups:
             rec = g.latest
             title = rec.data.get("title") or g.name
-            lines += [f"### {title} (`{g.name}`)", "",
-                      f"_{provenance_line(rec.data)}_ — [record]({board.record_link(rec)})", ""]
+            lines += [
+                f"### {title} (`{g.name}`)",
+                "",
+                f"_{provenance_line(rec.data)}_ — [record]({board.record_link(rec)})",
+                "",
+            ]
             table = build_table(rec.data)
             lines.append("| " + " | ".join(_cell(c.header) for c in table.columns) + " |")
             lines.append("|" + "|".join("---:" if c.numeric else "---" for c in table.columns) + "|")

@@ -73,8 +73,9 @@ def _run_step(job: Job, j: int, step: dict[str, Any], variables: dict[str, Any],
         try:
             fn = getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"job '{job.name}': cannot load python step '{step['python']}': "
-                              f"{exc}") from None
+            raise ConfigError(
+                f"job '{job.name}': cannot load python step '{step['python']}': {exc}"
+            ) from None
         result = fn(**substitute(step.get("args", {}), variables))
         return dict(result) if isinstance(result, dict) else {}
     argv = _argv(substitute(step["command"], variables))
@@ -85,8 +86,9 @@ def _run_step(job: Job, j: int, step: dict[str, Any], variables: dict[str, Any],
         fh.flush()
         proc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=variables["workdir"])
     if proc.returncode != 0:
-        raise JobFailed(f"job '{job.name}' step {j + 1} ({label}) exited with {proc.returncode}; "
-                        f"log: {log}\n{_tail(log)}")
+        raise JobFailed(
+            f"job '{job.name}' step {j + 1} ({label}) exited with {proc.returncode}; log: {log}\n{_tail(log)}"
+        )
     return {}
 
 
@@ -138,8 +140,9 @@ def _plot_files(pattern: str) -> list[Path]:
     return [Path(pattern)] if Path(pattern).is_file() else []
 
 
-def run_job(job: Job, suite: Suite, workdir: Path,
-            variables: dict[str, Any]) -> tuple[list[dict], list[Path]]:
+def run_job(
+    job: Job, suite: Suite, workdir: Path, variables: dict[str, Any]
+) -> tuple[list[dict], list[Path]]:
     """Run one job; returns its rows and the plot files it made."""
     workdir.mkdir(parents=True, exist_ok=True)
     base = dict(variables, workdir=str(workdir))
@@ -171,9 +174,17 @@ def run_job(job: Job, suite: Suite, workdir: Path,
     return _rows(job, suite, metrics, wall), plots
 
 
-def run_suite(suite_name: str, configs_dir: Path, results_dir: Path, repo: Path, quick: bool = False,
-              seed: int | None = None, workdir: Path | None = None, keep: bool = False,
-              command: str | None = None) -> Path:
+def run_suite(
+    suite_name: str,
+    configs_dir: Path,
+    results_dir: Path,
+    repo: Path,
+    quick: bool = False,
+    seed: int | None = None,
+    workdir: Path | None = None,
+    keep: bool = False,
+    command: str | None = None,
+) -> Path:
     """Run every job of a suite; returns the path of the new record."""
     suite = load_suite(suite_name, configs_dir, quick=quick)
     seed = suite.seed if seed is None else int(seed)
@@ -215,9 +226,22 @@ def run_suite(suite_name: str, configs_dir: Path, results_dir: Path, repo: Path,
         config_rel = str(suite.path.resolve().relative_to(Path(repo).resolve()))
     except ValueError:
         config_rel = suite.path.name
-    config = {"suite_config": config_rel, "quick": quick, "jobs": [
-        {"name": j.name, "row": j.row, "vars": j.vars, "steps": j.steps} for j in suite.jobs]}
+    config = {
+        "suite_config": config_rel,
+        "quick": quick,
+        "jobs": [{"name": j.name, "row": j.row, "vars": j.vars, "steps": j.steps} for j in suite.jobs],
+    }
     prov = provenance(command, wall, repo=repo)
     prov["timestamp"] = stamp
-    return write_record(record_path, suite.suite, suite.name, rows, columns, plots=rel, config=config,
-                        seed=seed, title=suite.title, prov=prov)
+    return write_record(
+        record_path,
+        suite.suite,
+        suite.name,
+        rows,
+        columns,
+        plots=rel,
+        config=config,
+        seed=seed,
+        title=suite.title,
+        prov=prov,
+    )

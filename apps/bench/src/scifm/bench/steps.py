@@ -13,8 +13,13 @@ from typing import Any
 from scifm.core.errors import ConfigError, DataError
 
 
-def subset_extxyz(out: str, source: str | None = None, max_traj: int | None = None,
-                  max_per_traj: int | None = None, stride: int = 1) -> dict[str, Any]:
+def subset_extxyz(
+    out: str,
+    source: str | None = None,
+    max_traj: int | None = None,
+    max_per_traj: int | None = None,
+    stride: int = 1,
+) -> dict[str, Any]:
     """Write a subset of an extxyz file, whole trajectories kept together (splits are by trajectory).
 
     ``source``: extxyz file; None means the bundled MLIP data set. Frames are grouped by
@@ -47,8 +52,15 @@ def subset_extxyz(out: str, source: str | None = None, max_traj: int | None = No
     return {"n_subset_frames": len(kept), "n_subset_traj": len(keys)}
 
 
-def mlip_speed(model: str, data: str | None = None, n_steps: int = 20, n_warmup: int = 3,
-               frame: int = 0, dtype: str = "float32", device: str = "cpu") -> dict[str, Any]:
+def mlip_speed(
+    model: str,
+    data: str | None = None,
+    n_steps: int = 20,
+    n_warmup: int = 3,
+    frame: int = 0,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Energy+force calls per second of an exported MLIP on one frame, as an MD step would make them.
 
     Atoms are displaced by 1e-3 Å between calls so that every call rebuilds the neighbour list and
@@ -121,28 +133,50 @@ def dpot_rows(report: str) -> dict[str, Any]:
 
     def metrics(r: dict) -> dict[str, Any]:
         steps = r.get("per_step_l2re") or [None]
-        return {"l2re": r["l2re"], "l2re_last_step": steps[-1], "horizon": r.get("horizon"),
-                "n_test_trajectories": r.get("n_trajectories")}
+        return {
+            "l2re": r["l2re"],
+            "l2re_last_step": steps[-1],
+            "horizon": r.get("horizon"),
+            "n_test_trajectories": r.get("n_trajectories"),
+        }
 
     rows = []
     for ds, res in data["pretrain"]["datasets"].items():
-        for key, model, run in (("dpot", "DPOT (pre-trained on the mixture)", "dpot_pretrain"),
-                                ("fno", "FNO (this dataset only)", f"fno_{ds}")):
+        for key, model, run in (
+            ("dpot", "DPOT (pre-trained on the mixture)", "dpot_pretrain"),
+            ("fno", "FNO (this dataset only)", f"fno_{ds}"),
+        ):
             t = train.get(run, {})
-            rows.append({"stage": "pre-train", "dataset": ds, "model": model, **metrics(res[key]),
-                         "n_parameters": params[key], "train_s": t.get("wall_s"),
-                         "train_steps": t.get("steps")})
+            rows.append(
+                {
+                    "stage": "pre-train",
+                    "dataset": ds,
+                    "model": model,
+                    **metrics(res[key]),
+                    "n_parameters": params[key],
+                    "train_s": t.get("wall_s"),
+                    "train_steps": t.get("steps"),
+                }
+            )
     tr = data["transfer"]
     n_ft = tr.get("n_finetune_trajectories")
-    for key, model, run in (("pretrained", "DPOT pre-trained + fine-tuned", "finetune_pretrained"),
-                            ("scratch", "DPOT from scratch", "finetune_scratch"),
-                            ("fno_scratch", "FNO from scratch", "finetune_fno")):
+    for key, model, run in (
+        ("pretrained", "DPOT pre-trained + fine-tuned", "finetune_pretrained"),
+        ("scratch", "DPOT from scratch", "finetune_scratch"),
+        ("fno_scratch", "FNO from scratch", "finetune_fno"),
+    ):
         if key not in tr["results"]:
             continue
         t = train.get(run, {})
-        row = {"stage": f"transfer ({n_ft} fine-tune traj.)", "dataset": tr.get("dataset"), "model": model,
-               **metrics(tr["results"][key]), "n_parameters": params["fno" if "fno" in key else "dpot"],
-               "train_s": t.get("wall_s"), "train_steps": t.get("steps")}
+        row = {
+            "stage": f"transfer ({n_ft} fine-tune traj.)",
+            "dataset": tr.get("dataset"),
+            "model": model,
+            **metrics(tr["results"][key]),
+            "n_parameters": params["fno" if "fno" in key else "dpot"],
+            "train_s": t.get("wall_s"),
+            "train_steps": t.get("steps"),
+        }
         if key == "pretrained":
             row["l2re_reduction_vs_scratch"] = tr.get("l2re_reduction_pretrained_vs_scratch")
         rows.append(row)
@@ -155,13 +189,21 @@ CIRCUIT_CONFIGS = {  # config key of benchmarks/circuitgcl/transfer.py -> table 
     "c_circuitgcl": "(c) + SGRL (CircuitGCL, transductive)",
     "c_inductive": "(c′) + SGRL (inductive)",
 }
-CIRCUIT_KEYS = ("edge_r2", "edge_mae", "node_macro_f1", "node_accuracy", "edge_r2_design_mean",
-                "edge_r2_design_median", "node_macro_f1_design_mean")
+CIRCUIT_KEYS = (
+    "edge_r2",
+    "edge_mae",
+    "node_macro_f1",
+    "node_accuracy",
+    "edge_r2_design_mean",
+    "edge_r2_design_median",
+    "node_macro_f1_design_mean",
+)
 CIRCUIT_STD = ("edge_r2", "edge_mae", "node_macro_f1", "node_accuracy")  # metrics shown with their std
 
 
-def circuit_rows(reports: list[str] | str, per_design: bool = False,
-                 reference: bool = True) -> dict[str, Any]:
+def circuit_rows(
+    reports: list[str] | str, per_design: bool = False, reference: bool = True
+) -> dict[str, Any]:
     """Rows of ``benchmarks/circuitgcl/transfer.py``'s JSON files (``transfer.json`` and the extra-config
     files ``transfer_<config>.json``).
 
@@ -188,11 +230,17 @@ def circuit_rows(reports: list[str] | str, per_design: bool = False,
                     per = [r["per_design"][design] for r in runs if design in r.get("per_design", {})]
                     if not per:
                         continue
-                    rows.append({"method": label, "design": design.removeprefix("sky130_"),
-                                 "edge_r2": statistics.mean(p["edge"]["r2"] for p in per),
-                                 "edge_r2_std": statistics.pstdev(p["edge"]["r2"] for p in per),
-                                 "node_macro_f1": statistics.mean(p["node"]["macro_f1"] for p in per),
-                                 "n_edges": per[0]["edge"].get("n"), "n_seeds": len(per)})
+                    rows.append(
+                        {
+                            "method": label,
+                            "design": design.removeprefix("sky130_"),
+                            "edge_r2": statistics.mean(p["edge"]["r2"] for p in per),
+                            "edge_r2_std": statistics.pstdev(p["edge"]["r2"] for p in per),
+                            "node_macro_f1": statistics.mean(p["node"]["macro_f1"] for p in per),
+                            "n_edges": per[0]["edge"].get("n"),
+                            "n_seeds": len(per),
+                        }
+                    )
                 continue
             row: dict[str, Any] = {"method": label}
             for k in CIRCUIT_KEYS:
@@ -208,8 +256,10 @@ def circuit_rows(reports: list[str] | str, per_design: bool = False,
             row["train_s_per_seed"] = statistics.mean(times) if times else None
             rows.append(row)
         if reference and not per_design and ref_row is None and "reference" in data:
-            ref_row = {"method": "reference: mean training label",
-                       "edge_r2": data["reference"].get("train_mean_predictor_edge_r2")}
+            ref_row = {
+                "method": "reference: mean training label",
+                "edge_r2": data["reference"].get("train_mean_predictor_edge_r2"),
+            }
     if not rows:
         raise DataError(Path(paths[0]), "no configs to report")
     return {"rows": rows + ([ref_row] if ref_row else [])}

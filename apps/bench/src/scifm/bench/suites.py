@@ -114,8 +114,10 @@ def _parse_job(path: Path, i: int, raw: Any, quick: bool) -> Job | None:
         raise ConfigError(f"{path}: jobs[{i}] must be a mapping")
     unknown = set(raw) - JOB_KEYS
     if unknown:
-        raise ConfigError(f"{path}: jobs[{i}] has unknown key(s) {', '.join(sorted(unknown))}; "
-                          f"valid: {', '.join(sorted(JOB_KEYS))}")
+        raise ConfigError(
+            f"{path}: jobs[{i}] has unknown key(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(sorted(JOB_KEYS))}"
+        )
     if quick:
         q = raw.get("quick", {})
         if q is False:
@@ -131,8 +133,9 @@ def _parse_job(path: Path, i: int, raw: Any, quick: bool) -> Job | None:
         raise ConfigError(f"{path}: job '{name}' needs a non-empty list of steps")
     for j, step in enumerate(steps):
         if not isinstance(step, dict) or set(step) - STEP_KEYS:
-            raise ConfigError(f"{path}: job '{name}' step {j} must be a mapping with keys "
-                              f"{sorted(STEP_KEYS)}")
+            raise ConfigError(
+                f"{path}: job '{name}' step {j} must be a mapping with keys {sorted(STEP_KEYS)}"
+            )
         if ("command" in step) == ("python" in step):
             raise ConfigError(f"{path}: job '{name}' step {j} needs exactly one of 'command' or 'python'")
         if "command" in step and (not isinstance(step["command"], list) or not step["command"]):
@@ -151,8 +154,15 @@ def _parse_job(path: Path, i: int, raw: Any, quick: bool) -> Job | None:
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             raise ConfigError(f"{path}: job '{name}'.{key} must be a list of strings")
         raw[key] = v
-    return Job(name=name, steps=list(steps), row=dict(raw.get("row", {})), vars=dict(raw.get("vars", {})),
-               metrics=raw["metrics"], plots=raw["plots"], keep=raw["keep"])
+    return Job(
+        name=name,
+        steps=list(steps),
+        row=dict(raw.get("row", {})),
+        vars=dict(raw.get("vars", {})),
+        metrics=raw["metrics"],
+        plots=raw["plots"],
+        keep=raw["keep"],
+    )
 
 
 def load_suite(suite: str, configs_dir: Path, quick: bool = False) -> Suite:
@@ -161,13 +171,16 @@ def load_suite(suite: str, configs_dir: Path, quick: bool = False) -> Suite:
     path = configs_dir / f"{suite}.yaml"
     if not path.is_file():
         have = available_suites(configs_dir)
-        raise ConfigError(f"no benchmark suite '{suite}' (no {path}); available suites: "
-                          f"{', '.join(have) if have else 'none'}")
+        raise ConfigError(
+            f"no benchmark suite '{suite}' (no {path}); available suites: "
+            f"{', '.join(have) if have else 'none'}"
+        )
     raw = load_yaml(path)
     unknown = set(raw) - SUITE_KEYS
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; "
-                          f"valid: {', '.join(sorted(SUITE_KEYS))}")
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SUITE_KEYS))}"
+        )
     suite_quick = raw.pop("quick", None) or {}
     if not isinstance(suite_quick, dict):
         raise ConfigError(f"{path}: suite-level 'quick' must be a mapping of overrides (title, name, seed)")
@@ -188,5 +201,13 @@ def load_suite(suite: str, configs_dir: Path, quick: bool = False) -> Suite:
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"{path}: 'seed' must be an integer")
-    return Suite(suite=suite, path=path, title=raw.get("title"), name=name, seed=seed,
-                 columns=_check_columns(path, raw.get("columns", {})), jobs=jobs, raw=raw)
+    return Suite(
+        suite=suite,
+        path=path,
+        title=raw.get("title"),
+        name=name,
+        seed=seed,
+        columns=_check_columns(path, raw.get("columns", {})),
+        jobs=jobs,
+        raw=raw,
+    )

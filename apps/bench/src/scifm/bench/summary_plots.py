@@ -28,8 +28,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points (speed ↑, error ↓) that no other point beats on both, fastest first."""
     front = []
     for i, (s, e) in enumerate(points):
-        dominated = any(s2 >= s and e2 <= e and (s2 > s or e2 < e)
-                        for j, (s2, e2) in enumerate(points) if j != i)
+        dominated = any(
+            s2 >= s and e2 <= e and (s2 > s or e2 < e) for j, (s2, e2) in enumerate(points) if j != i
+        )
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: -points[i][0])
@@ -46,8 +47,9 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path | No
     skey = next((k for k in SPEED_KEYS if any(_num(r.get(k)) for r in rows)), None)
     if fkey is None or skey is None:
         return None
-    pts = [(float(r[skey]), float(r[fkey]), _label(r))
-           for r in rows if _num(r.get(skey)) and _num(r.get(fkey))]
+    pts = [
+        (float(r[skey]), float(r[fkey]), _label(r)) for r in rows if _num(r.get(skey)) and _num(r.get(fkey))
+    ]
     if not pts:
         return None
     import matplotlib
@@ -61,8 +63,14 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path | No
     for s, e, name in pts:
         ax.annotate(name, (s, e), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if len(front) > 1:
-        ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post", color="tab:red",
-                label="Pareto front", zorder=2)
+        ax.step(
+            [pts[i][0] for i in front],
+            [pts[i][1] for i in front],
+            where="post",
+            color="tab:red",
+            label="Pareto front",
+            zorder=2,
+        )
         ax.legend(loc="best", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel(skey.replace("_", " ") + " (higher is better)")
@@ -78,8 +86,11 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path | No
 
 def r2_per_design_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path | None:
     """Grouped bars: edge R² of each method on each design; None when no row has both keys."""
-    data = [(str(r["design"]), _label(r), float(r["edge_r2"])) for r in rows
-            if "design" in r and _num(r.get("edge_r2"))]
+    data = [
+        (str(r["design"]), _label(r), float(r["edge_r2"]))
+        for r in rows
+        if "design" in r and _num(r.get("edge_r2"))
+    ]
     if not data:
         return None
     import matplotlib

@@ -74,9 +74,13 @@ def build_table(record: dict[str, Any]) -> Table:
     for k in keys:
         spec = specs.get(k, {})
         numeric = all(_is_number(r.get(k)) or r.get(k) is None for r in rows) and any(
-            _is_number(r.get(k)) for r in rows)
-        columns.append(Column(k, spec.get("label") or k, spec.get("unit"), spec.get("better"), numeric,
-                              spec.get("format")))
+            _is_number(r.get(k)) for r in rows
+        )
+        columns.append(
+            Column(
+                k, spec.get("label") or k, spec.get("unit"), spec.get("better"), numeric, spec.get("format")
+            )
+        )
     best: dict[str, float] = {}
     for c in columns:
         values = [r[c.key] for r in rows if _is_number(r.get(c.key))]
@@ -106,8 +110,10 @@ def provenance_line(record: dict[str, Any]) -> str:
     if dev:
         parts.append(str(dev))
     if hw.get("threads") is not None:
-        parts.append(f"{hw['threads']} threads" + (f", torch {hw['torch_threads']}"
-                                                     if hw.get("torch_threads") is not None else ""))
+        parts.append(
+            f"{hw['threads']} threads"
+            + (f", torch {hw['torch_threads']}" if hw.get("torch_threads") is not None else "")
+        )
     if p.get("wall_time_s") is not None:
         parts.append(f"wall {format_value(float(p['wall_time_s']))} s")
     if record.get("seed") is not None:

@@ -54,11 +54,11 @@ from .finetune import (
     frame_graph,
     freeze_to_readout,
     intermolecular_edges,
-    is_periodic,
     nn_edge_pressure_bar,
     plot_epoch_curves,
     predict,
 )
+from .thermo import is_periodic
 
 SYSTEM_KEYS = {
     "name",

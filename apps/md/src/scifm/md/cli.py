@@ -171,7 +171,9 @@ def _md(args) -> int:
     atoms = read_structure(args.structure)
     if args.charge is not None:
         atoms.info["charge"] = float(args.charge)
-    if args.dispersion_tail and not (atoms.pbc.all() and atoms.cell.volume > 0):
+    from .thermo import is_periodic
+
+    if args.dispersion_tail and not is_periodic(atoms):
         raise ConfigError(f"--dispersion-tail needs a periodic box; {args.structure} is not fully periodic")
     try:
         calc = make_calculator(

@@ -36,10 +36,10 @@ from .finetune import (
     cluster_virial,
     frame_graph,
     freeze_to_readout,
-    is_periodic,
     plot_epoch_curves,
     predict,
 )
+from .thermo import is_periodic
 
 BULK_W = {"forces": 3.0, "energy": 0.01, "virial": 0.01}
 CLUSTER_W = {"energy": 0.3, "forces": 1.0, "virial": 0.1}

@@ -60,10 +60,6 @@ def frame_graph(atoms, cutoff: float, dtype: torch.dtype):
     return batch_graphs([g])
 
 
-def is_periodic(atoms) -> bool:
-    return bool(np.all(atoms.get_pbc())) and abs(atoms.cell.volume) > 1e-12
-
-
 def predict(potential, graph, periodic: bool) -> dict[str, torch.Tensor]:
     """energy [B], forces [N,3], virial [B,3,3] (eV; periodic only) — differentiable in the weights when
     the potential is in training mode."""

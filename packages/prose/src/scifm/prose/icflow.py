@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scifm.core.errors import ConfigError, DataError
-from scifm.prose.tarflow import strict_from_dict
+from scifm.prose.tarflow import sample_in_batches, strict_from_dict
 
 __all__ = [
     "ICFlow",
@@ -413,10 +413,7 @@ class ICFlow(nn.Module):
         """n samples (x [n, N, 3], log q(x) [n]) in standardised Cartesian units."""
         from scifm.prose.train import random_rotations
 
-        xs, lps = [], []
-        done = 0
-        while done < n:
-            b = min(batch_size, n - done)
+        def draw(b: int):
             with torch.no_grad():
                 ic, lq = self.sample_ic(b, generator)
             y = cartesian_from_ic(ic, self.config.zmatrix)
@@ -426,13 +423,10 @@ class ICFlow(nn.Module):
                 self.n_atoms
             )
             x = torch.einsum("bij,bnj->bni", R, y) + c
-            xs.append(x)
             rigid = self._log_com(c[:, 0]) - LOG_8PI2
-            lps.append(lq + rigid - cartesian_log_jacobian(ic, self.config.zmatrix))
-            done += b
-            if progress is not None:
-                progress(b)
-        return torch.cat(xs), torch.cat(lps)
+            return x, lq + rigid - cartesian_log_jacobian(ic, self.config.zmatrix)
+
+        return sample_in_batches(n, batch_size, draw, progress)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

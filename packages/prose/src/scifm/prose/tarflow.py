@@ -61,6 +61,22 @@ def strict_from_dict(cls, d: dict, label: str):
     return cls(**d)
 
 
+def sample_in_batches(n: int, batch_size: int, draw, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """n samples from ``draw(b) -> (x [b, ...], log q [b])`` in batches of at most ``batch_size``;
+    ``progress(b)`` after each batch."""
+    xs, lps = [], []
+    done = 0
+    while done < n:
+        b = min(batch_size, n - done)
+        x, lp = draw(b)
+        xs.append(x)
+        lps.append(lp)
+        done += b
+        if progress is not None:
+            progress(b)
+    return torch.cat(xs), torch.cat(lps)
+
+
 # name -> (channels, blocks, layers per block, head dim). "paper" is the anchor's 288M-parameter Prose.
 SIZES = {
     "tiny": (32, 2, 1, 16),
@@ -343,18 +359,13 @@ class ProseFlow(nn.Module):
         N = next(iter(cond.values())).shape[-1]
         device = next(self.parameters()).device
         dtype = next(self.parameters()).dtype
-        xs, lps = [], []
-        done = 0
-        while done < n:
-            b = min(batch_size, n - done)
+
+        def draw(b: int):
             z = torch.randn(b, N, 3, generator=generator, dtype=dtype, device="cpu").to(device)
             x, ld = self.inverse(z, cond, perms)
-            xs.append(x)
-            lps.append(standard_normal_logp(z) - ld)
-            done += b
-            if progress is not None:
-                progress(b)
-        return torch.cat(xs), torch.cat(lps)
+            return x, standard_normal_logp(z) - ld
+
+        return sample_in_batches(n, batch_size, draw, progress)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
