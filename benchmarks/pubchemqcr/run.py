@@ -119,9 +119,9 @@ def train(args, name: str, run_dir: Path) -> None:
         "--cutoff",
         "4.5",
         "--lr",
-        "5e-4",
+        str(args.lr),
         "--scheduler",
-        "plateau",
+        args.scheduler,
         "--energy-weight",
         "1",
         "--forces-weight",
@@ -299,6 +299,14 @@ def main(argv=None) -> int:
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--max-time", type=float, default=None, help="minutes per training run")
     p.add_argument("--accelerator", default="auto")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (the paper: 5e-4)")
+    p.add_argument(
+        "--scheduler",
+        choices=["plateau", "cosine-time"],
+        default="plateau",
+        help="plateau: the paper's ReduceLROnPlateau; cosine-time: anneal to lr/100 over --max-time (a "
+        "time-capped CPU run never reaches a plateau)",
+    )
     p.add_argument(
         "--zbl", action="store_true", help="ZBL repulsion prior in every model (sci-fm train mlip --zbl)"
     )
@@ -306,6 +314,7 @@ def main(argv=None) -> int:
         "--cpu-scale", action="store_true", help="smaller NequIP for one CPU core (CPU_SCALE in this file)"
     )
     p.add_argument("--relax-workers", type=int, default=1)
+    p.add_argument("--tag", default="", help="suffix of the record's name (pubchemqcr-<N>-<tag>.json)")
     p.add_argument("--runs", type=Path, default=HERE / "runs")
     p.add_argument("--results", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
@@ -333,7 +342,7 @@ def main(argv=None) -> int:
         }
     summary["wall_time_s"] = time.perf_counter() - t0
     summary["host"] = {"python": sys.version.split()[0], "omp_threads": os.environ.get("OMP_NUM_THREADS")}
-    detail = args.results / f"pubchemqcr-{summary['generation']['n_molecules']}"  # beside the record
+    detail = args.results / _stem(args, summary)  # beside the record
     detail.mkdir(parents=True, exist_ok=True)
     (detail / "summary.json").write_text(json.dumps(summary, indent=1))
     (detail / "table.md").write_text(table(summary))
@@ -354,6 +363,11 @@ COLUMNS = {
     "epochs_trained": {"better": None, "label": "epochs"},
     "n_parameters": {"better": None, "label": "params"},
 }
+
+
+def _stem(args, summary: dict) -> str:
+    n = summary["generation"]["n_molecules"]
+    return f"pubchemqcr-{n}" + (f"-{args.tag}" if args.tag else "")
 
 
 def write_bench_record(args, summary: dict) -> Path:
@@ -385,20 +399,23 @@ def write_bench_record(args, summary: dict) -> Path:
             }
         )
     n = summary["generation"]["n_molecules"]
+    stem = _stem(args, summary)
     return write_record(
-        args.results / f"pubchemqcr-{n}.json",
+        args.results / f"{stem}.json",
         suite="pubchemqcr",
-        name=f"generated-{n}",
+        name=f"generated-{n}" + (f"-{args.tag}" if args.tag else ""),
         title=f"PubChemQCR-format set of {n} generated molecules (GFN1/GFN2-xTB stages): S2EF on stage 1st "
-        "test split, relaxations of the test molecules",
+        f"test split, relaxations of the test molecules ({args.max_time} min per model, {args.scheduler} lr)",
         rows=rows,
         columns={k: v for k, v in COLUMNS.items() if any(k in row for row in rows)},
         config={
-            "sources": [f"pubchemqcr-{n}/summary.json"],
+            "sources": [f"{stem}/summary.json"],
             "generation": summary["generation"],
             "models": {k: v.get("config") for k, v in summary["models"].items()},
             "max_epochs": args.max_epochs,
             "max_time_min": args.max_time,
+            "lr": args.lr,
+            "scheduler": args.scheduler,
             "cpu_scale": args.cpu_scale,
             "zbl": args.zbl,
         },

@@ -126,6 +126,14 @@ def test_unknown_config_key_is_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_time_cosine_needs_a_time_budget(tiny_xyz, tmp_path, capsys):
+    args = ["train", "mlip", "--train", str(tiny_xyz), "--scheduler", "cosine-time", "--max-time", "0"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-time" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
 # --- bad input: one clear line, exit code 2, nothing written -------------------------------------------
 
 

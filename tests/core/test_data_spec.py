@@ -137,6 +137,8 @@ def test_extxyz_wrong_atom_count_names_frame(tmp_path):
 
 def test_split_gives_every_split_a_trajectory_when_possible():
     fractions = {"train": 0.8, "valid": 0.1, "test": 0.1}
-    sizes = {n: [len(set(v)) for v in split_by_trajectory(np.arange(n), fractions, seed=0).values()]
-             for n in (3, 4, 24)}
+    sizes = {
+        n: [len(set(v)) for v in split_by_trajectory(np.arange(n), fractions, seed=0).values()]
+        for n in (3, 4, 24)
+    }
     assert sizes == {3: [1, 1, 1], 4: [2, 1, 1], 24: [19, 3, 2]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -354,6 +355,53 @@ def test_onecycle_schedule_steps_per_batch(tmp_path):
     assert isinstance(s, torch.optim.lr_scheduler.OneCycleLR) and s.total_steps == 8 and s.last_epoch == 8
     with pytest.raises(ConfigError, match="onecycle"):  # cannot be extended on resume
         run(tmp_path, Regression(mlp(), scheduler=sched), train, val, max_epochs=4, resume=True)
+
+
+def test_time_cosine_schedule_follows_the_clock_and_resumes():
+    from scifm.core.train.task import TimeCosineLR
+
+    now = [0.0]
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = TimeCosineLR(opt, budget_s=100.0, eta_min=0.01, warmup_frac=0.1, clock=lambda: now[0])
+    seen = []
+    for t in (0.0, 5.0, 10.0, 55.0, 100.0, 250.0):
+        now[0] = t
+        opt.step()
+        s.step()
+        seen.append(opt.param_groups[0]["lr"])
+    assert seen[0] == pytest.approx(1e-3)  # warm-up starts at 1e-3 of the peak
+    assert seen[1] == pytest.approx(0.5)  # half-way through the 10 s warm-up
+    assert seen[2] == pytest.approx(1.0)  # peak at the end of the warm-up
+    assert seen[3] == pytest.approx(0.01 + 0.99 * 0.5)  # half-way through the cosine
+    assert seen[4] == pytest.approx(0.01) and seen[5] == pytest.approx(0.01)  # floor, also past the budget
+    # resume: elapsed time travels in the state dict; the pause before the resume does not count
+    state = s.state_dict()
+    assert "clock" not in state and "optimizer" not in state
+    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    now[0] = 0.0
+    s2 = TimeCosineLR(opt2, budget_s=100.0, eta_min=0.01, clock=lambda: now[0])
+    state["elapsed_s"] = 40.0
+    s2.load_state_dict(state)
+    now[0] = 1000.0
+    s2.step()  # first tick after the resume: no time added
+    assert s2.elapsed_s == pytest.approx(40.0)
+    now[0] = 1005.0
+    s2.step()
+    assert s2.elapsed_s == pytest.approx(45.0)
+    g = (0.45 - 0.1) / 0.9
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.01 + 0.495 * (1 + math.cos(math.pi * g)))
+
+
+def test_time_cosine_schedule_in_a_fit(tmp_path):
+    train, val = loaders()
+    sched = {"name": "cosine-time", "budget_s": 1e-6, "eta_min": 1e-4}
+    task = Regression(mlp(), optimizer={"name": "adamw", "lr": 1e-2}, scheduler=sched)
+    run(tmp_path, task, train, val, max_epochs=2)
+    s = task.lr_schedulers()
+    assert s.fraction() == 1.0 and _lrs(task)[0] == pytest.approx(1e-4)  # a spent budget sits at eta_min
+    for bad in ({"name": "cosine-time"}, {"name": "cosine-time", "budget_s": 10, "warmup_frac": 1.0}):
+        with pytest.raises(ConfigError, match="cosine-time"):
+            Regression(mlp(), scheduler=bad)
 
 
 def test_plateau_schedule_reduces_lr(tmp_path):

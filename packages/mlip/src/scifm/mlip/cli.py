@@ -32,7 +32,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--scheduler", choices=["plateau", "cosine", "none"], default="cosine")
+    p.add_argument(
+        "--scheduler",
+        choices=["plateau", "cosine", "cosine-time", "none"],
+        default="cosine",
+        help="cosine: over --max-epochs; cosine-time: over the --max-time budget (for time-capped runs); "
+        "plateau: halve on a stalled validation loss",
+    )
     p.add_argument("--ema-decay", type=float, default=0.99, help="0 disables EMA")
     p.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
     p.add_argument("--grad-clip", type=float, default=10.0)

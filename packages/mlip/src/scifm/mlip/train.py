@@ -174,6 +174,8 @@ def train_mlip(args) -> dict:
         raise ConfigError(f"{out}: already holds a trained model; pass --resume or choose another --out")
     if args.model not in available_models():
         raise ConfigError(f"unknown model '{args.model}'; available: {', '.join(available_models())}")
+    if args.scheduler == "cosine-time" and not args.max_time:
+        raise ConfigError("--scheduler cosine-time anneals over the --max-time budget; give --max-time > 0")
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     seed_everything(args.seed)
 
@@ -226,6 +228,8 @@ def train_mlip(args) -> dict:
         }
     elif args.scheduler == "cosine":
         scheduler = {"name": "cosine", "eta_min": args.lr / 100}
+    elif args.scheduler == "cosine-time":
+        scheduler = {"name": "cosine-time", "eta_min": args.lr / 100, "budget_s": 60.0 * float(args.max_time)}
     task = MLIPTask(
         potential,
         weights,

@@ -15,6 +15,8 @@ optimiser and schedule from plain dicts, EMA weights for validation/test, dtype 
 from __future__ import annotations
 
 import copy
+import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,11 +28,12 @@ from torch import nn
 from scifm.core.errors import ConfigError
 from scifm.core.train.ema import EMA
 
-__all__ = ["Task", "build_optimizer", "build_scheduler"]
+__all__ = ["Task", "TimeCosineLR", "build_optimizer", "build_scheduler"]
 
 _OPTIMIZER_KEYS = {"name", "lr", "weight_decay", "amsgrad", "betas", "eps"}
 _SCHEDULER_KEYS = {
     "cosine": {"name", "eta_min", "t_max"},
+    "cosine-time": {"name", "eta_min", "budget_s", "warmup_frac"},
     "onecycle": {"name", "max_lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy"},
     "plateau": {"name", "patience", "factor", "min_lr", "threshold", "monitor", "cooldown"},
 }
@@ -63,7 +66,72 @@ def _check_scheduler(cfg: Mapping[str, Any] | None) -> dict | None:
             f"scheduler {name!r}: unknown keys {sorted(unknown)} (allowed: {sorted(_SCHEDULER_KEYS[name])})"
         )
     cfg["name"] = name
+    if name == "cosine-time":
+        budget = cfg.get("budget_s")
+        if budget is None or not float(budget) > 0:
+            raise ConfigError(f"scheduler 'cosine-time' needs a time budget budget_s > 0, got {budget!r}")
+        warm = float(cfg.get("warmup_frac", 0.0))
+        if not 0.0 <= warm < 1.0:
+            raise ConfigError(f"scheduler 'cosine-time': warmup_frac must be in [0, 1), got {warm}")
     return cfg
+
+
+class TimeCosineLR(torch.optim.lr_scheduler.LRScheduler):
+    """Cosine decay of the learning rate over a wall-time budget instead of a number of epochs.
+
+    A run capped by wall time (`--max-time`) never reaches the end of an epoch-based cosine or the patience of
+    a plateau schedule, so it trains at its peak rate to the last step. This schedule anneals over the time
+    actually available: after `t` seconds of training, lr = eta_min + (lr0 - eta_min)(1 + cos(pi t/T))/2,
+    with an optional linear warm-up over the first `warmup_frac` of T. Elapsed training time is part of the
+    state dict, so a resumed run continues where it stopped (time spent outside `step()` calls, e.g. between
+    a crash and the resume, does not count). `clock` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        budget_s: float,
+        eta_min: float = 0.0,
+        warmup_frac: float = 0.0,
+        clock=time.monotonic,
+    ):
+        self.budget_s = float(budget_s)
+        self.eta_min = float(eta_min)
+        self.warmup_frac = float(warmup_frac)
+        self.clock = clock
+        self.elapsed_s = 0.0
+        self._last_tick: float | None = None
+        super().__init__(optimizer)
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "clock", "_last_tick")}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.__dict__.update(state_dict)
+        self._last_tick = None
+
+    def fraction(self) -> float:
+        """The fraction of the time budget used so far (0 at the start, capped at 1)."""
+        return min(1.0, self.elapsed_s / self.budget_s)
+
+    def step(self, epoch=None) -> None:  # noqa: ARG002 - the signature of LRScheduler.step
+        now = self.clock()
+        if self._last_tick is not None:
+            self.elapsed_s += max(0.0, now - self._last_tick)
+        self._last_tick = now
+        super().step()
+
+    def get_lr(self) -> list[float]:
+        f = self.fraction()
+        w = self.warmup_frac
+        out = []
+        for base in self.base_lrs:
+            if w > 0 and f < w:
+                out.append(base * max(f / w, 1e-3))
+                continue
+            g = (f - w) / (1.0 - w)
+            out.append(self.eta_min + 0.5 * (base - self.eta_min) * (1.0 + math.cos(math.pi * g)))
+        return out
 
 
 def build_optimizer(params, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -92,8 +160,9 @@ def build_scheduler(
 ) -> dict | None:
     """A Lightning lr-scheduler config dict, or None.
 
-    cosine: per epoch over `t_max` (default `max_epochs`) epochs; onecycle: per optimiser step over
-    `total_steps`; plateau: per epoch on `monitor` (default val/loss, or train/loss without validation).
+    cosine: per epoch over `t_max` (default `max_epochs`) epochs; cosine-time: per optimiser step over a
+    wall-time budget `budget_s` (`TimeCosineLR`); onecycle: per optimiser step over `total_steps`; plateau:
+    per epoch on `monitor` (default val/loss, or train/loss without validation).
     """
     cfg = _check_scheduler(cfg)
     if cfg is None:
@@ -105,6 +174,14 @@ def build_scheduler(
             optimizer, T_max=max(1, t_max), eta_min=float(cfg.get("eta_min", 0.0))
         )
         return {"scheduler": sched, "interval": "epoch"}
+    if name == "cosine-time":
+        sched = TimeCosineLR(
+            optimizer,
+            budget_s=float(cfg["budget_s"]),
+            eta_min=float(cfg.get("eta_min", 0.0)),
+            warmup_frac=float(cfg.get("warmup_frac", 0.0)),
+        )
+        return {"scheduler": sched, "interval": "step"}
     if name == "onecycle":
         if "max_lr" not in cfg:
             cfg["max_lr"] = optimizer.param_groups[0]["lr"]
@@ -147,7 +224,8 @@ class Task(L.LightningModule):
     Args:
         model: the `nn.Module` being trained (exported weights are `self.model`'s).
         optimizer: `{"name": "adamw"|"adam", "lr", "weight_decay", "amsgrad", "betas", "eps"}`.
-        scheduler: None, `{"name": "cosine", "eta_min", "t_max"}`, `{"name": "onecycle", "max_lr",
+        scheduler: None, `{"name": "cosine", "eta_min", "t_max"}`, `{"name": "cosine-time", "budget_s",
+            "eta_min", "warmup_frac"}`, `{"name": "onecycle", "max_lr",
             "pct_start", ...}` or `{"name": "plateau", "patience", "factor", "min_lr", "monitor"}`.
         ema_decay: decay of the weight EMA (None: no EMA). With EMA, validation and test use the averaged
             weights and `averaged_model()` returns them.
