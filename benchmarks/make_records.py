@@ -109,8 +109,9 @@ def convert_dpot(report: Path) -> Path:
               "noise_scale": data.get("noise_scale"), "dpot_config": data.get("dpot_config"),
               "pretrain_beats_fno_everywhere": data.get("pretrain", {}).get("dpot_beats_fno_everywhere"),
               "transfer_target_met": data.get("transfer", {}).get("target_met")}
-    prov = _prov([report], hardware, {"torch": data.get("torch")}, data.get("python"), None,
-                 f"python benchmarks/dpot/run_benchmark.py {flags}", data.get("total_wall_s"))
+    command = data.get("command") or f"python benchmarks/dpot/run_benchmark.py {flags}"
+    prov = _prov([report], hardware, {"torch": data.get("torch")}, data.get("python"), None, command,
+                 data.get("total_wall_s"))
     return write_record(report.parent.parent / f"{mode}.json", "dpot", name, rows,
                         _columns("dpot", rows, quick), plots=plots, config=config, seed=None, title=title,
                         prov=prov)

@@ -98,6 +98,8 @@ def settings(args) -> dict:
         )
     if args.budget_minutes and not args.quick:
         s["pretrain_s"] = 60.0 * args.budget_minutes
+    if getattr(args, "dpot_config", None):
+        s["dpot"] = {**s["dpot"], **json.loads(args.dpot_config)}
     s["pretrain_s"] *= args.budget_scale
     s["fno_s"] = s["pretrain_s"] / 3
     s["finetune_s"] = s["pretrain_s"] / 4
@@ -178,6 +180,13 @@ def main(argv=None) -> int:
     p.add_argument("--keep-data", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--dpot-config",
+        default=None,
+        help='JSON overrides of the DPOT config, e.g. \'{"embed_mid": 128, "residual": true}\' (wide patch '
+        "embedding, residual head)",
+    )
+    p.add_argument("--tag", default="", help="suffix of the mode name (results folder and record)")
     args = p.parse_args(argv)
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -196,6 +205,8 @@ def main(argv=None) -> int:
             else f"{args.device.split(':')[0]}_{args.budget_minutes:g}min"
         )
     )
+    if args.tag:
+        mode = f"{mode}_{args.tag}"
     out_dir = Path(args.out_dir) if args.out_dir else REPO / "benchmarks" / "results" / "dpot" / mode
     out_dir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="dpot-bench-"))
@@ -354,6 +365,7 @@ def main(argv=None) -> int:
     plots = _plots(out_dir, results, rollouts, transfer, hist)
     report = dict(
         mode=mode,
+        command="python benchmarks/dpot/run_benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
         device=dev,
         device_name=device_name,
         torch=torch.__version__,

@@ -45,3 +45,18 @@ def test_fno_spectral_layer_is_translation_equivariant():
     sc = m.spectral[0]
     h = torch.randn(1, 8, 16, 16)
     assert torch.allclose(sc(torch.roll(h, 3, 2)), torch.roll(sc(h), 3, 2), atol=1e-5)
+
+
+def test_wide_embedding_and_residual_head():
+    torch.manual_seed(0)
+    base = DPOT(make_config("tiny"))
+    assert base.patch_embed.proj[0].out_channels == 2 * 4 + 3  # the paper's C * p + 3
+    wide = DPOT(make_config("tiny", embed_mid=40, residual=True))
+    assert wide.patch_embed.proj[0].out_channels == 40
+    x = torch.randn(2, 16, 16, 3, 2)
+    with torch.no_grad():
+        for p in wide.out_layer[-1].parameters():
+            p.zero_()  # a zero increment: the residual head returns the last input frame exactly
+    assert torch.equal(wide(x), x[..., -1:, :])
+    with pytest.raises(ValueError, match="residual"):
+        DPOT(make_config("tiny", residual=True, out_channels=3))

@@ -191,11 +191,16 @@ def test_cli_generate_train_eval_finetune(tmp_path, monkeypatch):
                 "1",
                 "--batch-size",
                 "4",
+                "--embed-mid",
+                "20",
+                "--residual",
                 "--no-progress",
             ]
         )
         == 0
     )
+    saved = json.loads((tmp_path / "pre" / "model" / "model.json").read_text())
+    assert saved["config"]["embed_mid"] == 20 and saved["config"]["residual"] is True
     metrics = json.loads((tmp_path / "pre" / "metrics.json").read_text())
     assert set(metrics["datasets"]) == {"dr", "sw"} and (tmp_path / "pre" / "model" / "model.json").is_file()
     assert (

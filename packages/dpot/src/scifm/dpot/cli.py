@@ -110,6 +110,18 @@ def _train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--n-blocks", type=int, default=None)
     p.add_argument("--modes", type=int, default=None)
+    p.add_argument(
+        "--embed-mid",
+        type=int,
+        default=None,
+        help="channels of the patch embedding's first conv (default: the paper's C * patch_size + 3)",
+    )
+    p.add_argument(
+        "--residual",
+        action="store_true",
+        default=None,
+        help="predict the change from the last input frame (not in the paper)",
+    )
     p.add_argument("--width", type=int, default=32, help="FNO width")
     p.add_argument(
         "--noise-scale",
@@ -181,7 +193,7 @@ def run_train(args) -> int:
         if arch == "dpot":
             over = {
                 k: getattr(args, k)
-                for k in ("patch_size", "embed_dim", "depth", "n_blocks", "modes")
+                for k in ("patch_size", "embed_dim", "depth", "n_blocks", "modes", "embed_mid", "residual")
                 if getattr(args, k) is not None
             }
             cfg = make_config(

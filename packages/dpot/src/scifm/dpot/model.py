@@ -43,6 +43,11 @@ class DPOTConfig:
     out_layer_dim: int = 32
     n_cls: int = 12
     time_agg: str = "exp_mlp"
+    # Not in the paper (defaults reproduce it): the width of the patch embedding's first conv (0: the paper's
+    # out_channels * patch_size + 3, narrower than the C * patch_size**2 values of a patch) and a residual
+    # head that predicts the change from the last input frame instead of the next frame itself.
+    embed_mid: int = 0
+    residual: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,11 +86,12 @@ def make_config(size: str, **overrides) -> DPOTConfig:
 
 
 class PatchEmbed(nn.Module):
-    """``[N, C + 3, X, Y] -> [N, D, X/p, Y/p]`` through the narrow ``C*p + 3`` strided conv."""
+    """``[N, C + 3, X, Y] -> [N, D, X/p, Y/p]`` through a strided conv of ``mid`` channels (default: the
+    paper's narrow ``C*p + 3``)."""
 
-    def __init__(self, in_ch: int, out_channels: int, patch: int, dim: int):
+    def __init__(self, in_ch: int, out_channels: int, patch: int, dim: int, mid: int = 0):
         super().__init__()
-        mid = out_channels * patch + 3
+        mid = mid or out_channels * patch + 3
         self.proj = nn.Sequential(
             nn.Conv2d(in_ch, mid, patch, stride=patch), nn.GELU(), nn.Conv2d(mid, dim, 1)
         )
@@ -178,7 +184,9 @@ class DPOT(nn.Module):
         p, D = cfg.patch_size, cfg.embed_dim
         if cfg.img_size % p:
             raise ValueError(f"img_size {cfg.img_size} is not a multiple of patch_size {p}")
-        self.patch_embed = PatchEmbed(cfg.in_channels + 3, cfg.out_channels, p, D)
+        if cfg.residual and cfg.out_channels > cfg.in_channels:
+            raise ValueError("a residual head needs out_channels <= in_channels (it adds the last frame)")
+        self.patch_embed = PatchEmbed(cfg.in_channels + 3, cfg.out_channels, p, D, cfg.embed_mid)
         g = cfg.img_size // p
         self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, D, g, g), std=0.02))
         self.time_agg_layer = TimeAggregation(D, cfg.in_timesteps, cfg.time_agg)
@@ -231,6 +239,8 @@ class DPOT(nn.Module):
         logits = self.cls_head(h.mean((-2, -1)))
         out = self.out_layer(h)[..., :X, :Y]  # [B, C_out T_out, X, Y]
         out = out.reshape(B, cfg.out_timesteps, cfg.out_channels, X, Y).permute(0, 3, 4, 1, 2)
+        if cfg.residual:
+            out = out + x[..., -1:, : cfg.out_channels]
         return out, logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
