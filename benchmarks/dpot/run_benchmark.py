@@ -299,7 +299,8 @@ def main(argv=None) -> int:
         f"[train] DPOT: {hist['dpot_pretrain']['steps']} steps in {hist['dpot_pretrain']['wall_s']:.1f} s",
         flush=True,
     )
-    export_run(data_dir / "runs" / "dpot_pretrained", dpot.cpu(), dict(mode=mode))  # weights stay out of git
+    # weights stay out of git
+    export_run(data_dir / "runs" / f"dpot_pretrained_{mode}", dpot.cpu(), dict(mode=mode))
     dpot.to(dev)
 
     # 3. FNO per dataset, same wall time as DPOT's per-dataset share
