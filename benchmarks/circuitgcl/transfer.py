@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from scifm.bench.steps import CIRCUIT_KEYS
 from scifm.circuitgcl.datasets import load_netlist_graph
 from scifm.circuitgcl.metrics import r2_score
 from scifm.circuitgcl.sgrl import SGRLConfig
@@ -90,15 +91,7 @@ PROTOCOL = {
     "r2": "edge_r2 pools all test pairs (sklearn on the concatenation); the anchor reports R^2 per test "
     "design, given in per_design, with their mean and median",
 }
-KEYS = (
-    "edge_r2",
-    "edge_mae",
-    "node_macro_f1",
-    "node_accuracy",
-    "edge_r2_design_mean",
-    "edge_r2_design_median",
-    "node_macro_f1_design_mean",
-)
+KEYS = CIRCUIT_KEYS  # the metrics summarised over seeds; the bench app's circuit step reads the same keys
 
 
 def _atomic_json(path: Path, data: dict) -> None:

@@ -98,7 +98,7 @@ def settings(args) -> dict:
         )
     if args.budget_minutes and not args.quick:
         s["pretrain_s"] = 60.0 * args.budget_minutes
-    if getattr(args, "dpot_config", None):
+    if args.dpot_config:
         s["dpot"] = {**s["dpot"], **json.loads(args.dpot_config)}
     s["pretrain_s"] *= args.budget_scale
     s["fno_s"] = s["pretrain_s"] / 3
@@ -147,8 +147,9 @@ def generate_all(s, data_dir: Path, device: str, progress: bool, reuse: bool = F
     out = {}
     for name, (eq, kw) in jobs.items():
         t0 = time.perf_counter()
-        if reuse and (data_dir / f"{name}.h5").is_file():
-            info = PDEFile(data_dir / f"{name}.h5").info
+        path = data_dir / f"{name}.h5"
+        if reuse and path.is_file():
+            info = PDEFile(path).info
             same = (
                 info.generator_version == GENERATOR_VERSION
                 and info.shape[0] == kw["n"]
@@ -159,7 +160,7 @@ def generate_all(s, data_dir: Path, device: str, progress: bool, reuse: bool = F
             )
             if same:
                 out[name] = dict(
-                    path=str(data_dir / f"{name}.h5"),
+                    path=str(path),
                     shape=list(info.shape),
                     seconds=0.0,
                     parameters=info.parameters,
@@ -169,7 +170,6 @@ def generate_all(s, data_dir: Path, device: str, progress: bool, reuse: bool = F
                 continue
             print(f"[data] {name}: the file in {data_dir} has other settings; regenerating", flush=True)
         data, attrs = EQUATIONS[eq](**common, **kw)
-        path = data_dir / f"{name}.h5"
         write_pde(path, data, generator_version=GENERATOR_VERSION, **attrs)
         out[name] = dict(
             path=str(path),

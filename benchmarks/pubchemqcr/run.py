@@ -342,7 +342,7 @@ def main(argv=None) -> int:
         }
     summary["wall_time_s"] = time.perf_counter() - t0
     summary["host"] = {"python": sys.version.split()[0], "omp_threads": os.environ.get("OMP_NUM_THREADS")}
-    detail = args.results / _stem(args, summary)  # beside the record
+    detail = args.results / f"pubchemqcr-{_stem(args, summary)}"  # beside the record
     detail.mkdir(parents=True, exist_ok=True)
     (detail / "summary.json").write_text(json.dumps(summary, indent=1))
     (detail / "table.md").write_text(table(summary))
@@ -366,8 +366,9 @@ COLUMNS = {
 
 
 def _stem(args, summary: dict) -> str:
+    """``<N>`` or ``<N>-<tag>``: the record is ``pubchemqcr-<stem>.json``, its name ``generated-<stem>``."""
     n = summary["generation"]["n_molecules"]
-    return f"pubchemqcr-{n}" + (f"-{args.tag}" if args.tag else "")
+    return f"{n}-{args.tag}" if args.tag else str(n)
 
 
 def write_bench_record(args, summary: dict) -> Path:
@@ -401,15 +402,15 @@ def write_bench_record(args, summary: dict) -> Path:
     n = summary["generation"]["n_molecules"]
     stem = _stem(args, summary)
     return write_record(
-        args.results / f"{stem}.json",
+        args.results / f"pubchemqcr-{stem}.json",
         suite="pubchemqcr",
-        name=f"generated-{n}" + (f"-{args.tag}" if args.tag else ""),
+        name=f"generated-{stem}",
         title=f"PubChemQCR-format set of {n} generated molecules (GFN1/GFN2-xTB stages): S2EF on stage 1st "
         f"test split, relaxations of the test molecules ({args.max_time} min per model, {args.scheduler} lr)",
         rows=rows,
         columns={k: v for k, v in COLUMNS.items() if any(k in row for row in rows)},
         config={
-            "sources": [f"{stem}/summary.json"],
+            "sources": [f"pubchemqcr-{stem}/summary.json"],
             "generation": summary["generation"],
             "models": {k: v.get("config") for k, v in summary["models"].items()},
             "max_epochs": args.max_epochs,
