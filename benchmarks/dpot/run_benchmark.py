@@ -213,6 +213,11 @@ def main(argv=None) -> int:
         help='JSON overrides of the DPOT config, e.g. \'{"embed_mid": 128, "residual": true}\' (wide patch '
         "embedding, residual head)",
     )
+    p.add_argument("--lr", type=float, default=1e-3, help="DPOT peak learning rate (OneCycle; paper 1e-3)")
+    p.add_argument("--fno-lr", type=float, default=1e-3, help="FNO peak learning rate")
+    p.add_argument(
+        "--unroll", type=int, default=1, help="DPOT pushforward training over 1..N rollout steps (1 = paper)"
+    )
     p.add_argument("--tag", default="", help="suffix of the mode name (results folder and record)")
     args = p.parse_args(argv)
 
@@ -274,6 +279,7 @@ def main(argv=None) -> int:
     mix = MixtureDataset(
         [Source(data[k]["path"], 1.0, splits[k][0].tolist()) for k in pre],
         t_in=s["t_in"],
+        t_out=args.unroll,
         res=s["nx"],
         n_channels=n_ch,
         device=dev,
@@ -288,6 +294,8 @@ def main(argv=None) -> int:
             dpot,
             lambda: mix.sample_batch(dpot_batch, g),
             max_time_s=s["pretrain_s"],
+            lr=args.lr,
+            unroll=args.unroll,
             noise_scale=args.noise_scale,
             seed=args.seed,
             progress=progress,
@@ -325,6 +333,7 @@ def main(argv=None) -> int:
             fno,
             lambda single=single, gk=gk: single.sample_batch(s["batch"], gk),
             max_time_s=s["fno_s"],
+            lr=args.fno_lr,
             seed=args.seed,
             progress=progress,
             desc=f"FNO {k}",
@@ -342,6 +351,7 @@ def main(argv=None) -> int:
     ft_set = MixtureDataset(
         [Source(data[held]["path"], 1.0, ft_idx)],
         t_in=s["t_in"],
+        t_out=args.unroll,
         res=s["nx"],
         n_channels=n_ch,
         device=dev,
@@ -358,6 +368,8 @@ def main(argv=None) -> int:
             m,
             lambda gf=gf: ft_set.sample_batch(s["batch"], gf),
             max_time_s=s["finetune_s"],
+            lr=args.lr,
+            unroll=args.unroll,
             noise_scale=0.0,
             seed=args.seed,
             progress=progress,
@@ -375,6 +387,7 @@ def main(argv=None) -> int:
         fno_ft,
         lambda: ft_single.sample_batch(s["batch"], gf),
         max_time_s=s["finetune_s"],
+        lr=args.fno_lr,
         seed=args.seed,
         progress=progress,
         desc="FNO held-out",
@@ -416,6 +429,8 @@ def main(argv=None) -> int:
             "`batch`, DPOT pre-training draws `batch` per mixture dataset",
         ),
         noise_scale=args.noise_scale,
+        learning_rates=dict(dpot=args.lr, fno=args.fno_lr),
+        unroll=args.unroll,
         dpot_config=cfg.to_dict(),
         dpot_parameters=sum(p.numel() for p in dpot.parameters()),
         fno_parameters=sum(p.numel() for p in fno.parameters()),

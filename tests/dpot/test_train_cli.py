@@ -194,6 +194,8 @@ def test_cli_generate_train_eval_finetune(tmp_path, monkeypatch):
                 "--embed-mid",
                 "20",
                 "--residual",
+                "--unroll",
+                "2",
                 "--no-progress",
             ]
         )
@@ -235,3 +237,35 @@ def test_cli_generate_train_eval_finetune(tmp_path, monkeypatch):
     # bad input: one clear error, exit code 2, nothing written
     assert main(["eval", "dpot", "--model", "pre", "--data", "missing.h5", "--out", "x.json"]) == 2
     assert not (tmp_path / "x.json").exists()
+    bad = ["train", "dpot", "--data", "dr.h5", "--run-dir", "bad", "--unroll", "0", "--no-progress"]
+    assert main(bad) == 2 and not (tmp_path / "bad").exists()
+
+
+def test_pushforward_loss_is_the_loss_on_the_kth_rollout_step():
+    """unroll=k: k-1 steps fed back without gradient (padded channels kept), loss on step k; equals the loss
+    of the k-th frame of a plain rollout, and the gradient only flows through the last step."""
+    from scifm.dpot.train import loss_fn, rel_l2_loss
+
+    torch.manual_seed(0)
+    m = DPOT(make_config("tiny"))
+    x = torch.randn(3, 16, 16, 3, 2)
+    x[1, ..., 1] = 1.0  # sample 1 has one real channel; channel 1 is padding
+    y = torch.randn(3, 16, 16, 3, 2)
+    mask = torch.ones(3, 2)
+    mask[1, 1] = 0
+    batch = dict(x=x, y=y, mask=mask)
+    for k in (1, 2, 3):
+        loss, _ = loss_fn(m, batch, unroll=k)
+        window = x
+        with torch.no_grad():
+            for _ in range(k):
+                pred = m(window)
+                pred[1, ..., 1] = window[1, ..., -1:, 1]  # padding fed back at its input value
+                window = torch.cat([window[..., 1:, :], pred], -2)
+        want = rel_l2_loss(pred, y[..., k - 1 : k, :], mask)
+        assert float(loss) == pytest.approx(float(want), rel=1e-5)
+    m.zero_grad()
+    loss_fn(m, batch, unroll=3)[0].backward()
+    assert all(p.grad is not None for p in m.out_layer.parameters())
+    with pytest.raises(ValueError, match="unroll=4"):
+        loss_fn(m, batch, unroll=4)

@@ -130,6 +130,13 @@ def _train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
         help="anchor's s (for a 128x128x10 window; rescaled to ours)",
     )
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--unroll",
+        type=int,
+        default=1,
+        help="pushforward training: each step trains rollout step k ~ U{1..N} (no gradient through the "
+        "first k-1 steps); 1 = one-step training as in the paper",
+    )
     p.add_argument("--weight-decay", type=float, default=1e-6)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-epochs", type=int, default=20)
@@ -174,6 +181,8 @@ def run_train(args) -> int:
     infos = [validate_pde(p) for p, _ in sources]  # everything checked before any work
     if not 0 < args.train_fraction <= 1:
         raise ConfigError(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
+    if args.unroll < 1:
+        raise ConfigError(f"--unroll must be >= 1, got {args.unroll}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     torch.manual_seed(args.seed)
     n_channels = max(i.n_channels for i in infos)
@@ -227,16 +236,26 @@ def run_train(args) -> int:
         test_src.append(Source(path, 1.0, te.tolist()))
     fno_1d = arch == "fno" and model.config.spatial_dims == 1
     if fno_1d:
+        if args.unroll > 1:
+            raise ConfigError("--unroll > 1 is not supported for the 1-D FNO baseline")
         loader_ds = _Plain1D(train_src[0].path, train_src[0].indices, t_in)
         val_ds = _Plain1D(test_src[0].path, test_src[0].indices, t_in)
     else:
-        loader_ds = MixtureDataset(train_src, t_in=t_in, res=res, n_channels=n_channels, seed=args.seed)
+        loader_ds = MixtureDataset(
+            train_src,
+            t_in=t_in,
+            t_out=args.unroll * model.config.out_timesteps,
+            res=res,
+            n_channels=n_channels,
+            seed=args.seed,
+        )
         val_ds = MixtureDataset(test_src, t_in=t_in, res=res, n_channels=n_channels, seed=args.seed + 1)
     train_loader = torch.utils.data.DataLoader(loader_ds, batch_size=args.batch_size, shuffle=True)
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=args.batch_size)
     task = DPOTTask(
         model,
         noise_scale=args.noise_scale if arch == "dpot" else 0.0,
+        unroll=args.unroll,
         optimizer={"name": "adam", "lr": args.lr, "weight_decay": args.weight_decay, "betas": [0.9, 0.9]},
         scheduler={
             "name": "onecycle",

@@ -44,28 +44,64 @@ def rel_l2_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None =
     return ((r * mask).sum(-1) / mask.sum(-1).clamp_min(1)).mean()
 
 
+def _feed_back(window: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The next input window: drop the oldest frames, append ``pred``; padded channels (``mask`` 0) keep
+    their input value, as in :func:`scifm.dpot.rollout.rollout`."""
+    t_out = pred.shape[-2]
+    if pred.shape[-1] < window.shape[-1]:
+        pred = torch.cat([pred, window[..., -t_out:, pred.shape[-1] :]], -1)
+    if mask is not None:
+        m = mask.reshape(mask.shape[0], *([1] * (pred.dim() - 2)), mask.shape[-1]).to(torch.bool)
+        pred = torch.where(m, pred, window[..., -1:, :])
+    return torch.cat([window[..., t_out:, :], pred], -2)
+
+
 def loss_fn(
-    model: torch.nn.Module, batch: dict, noise_scale: float = 0.0, generator: torch.Generator | None = None
+    model: torch.nn.Module,
+    batch: dict,
+    noise_scale: float = 0.0,
+    generator: torch.Generator | None = None,
+    unroll: int = 1,
 ) -> tuple[torch.Tensor, dict]:
-    """One-step training loss: noisy input window -> next frame(s). Batch keys ``x``, ``y``, ``mask``."""
+    """Training loss: noisy input window -> next frame(s). Batch keys ``x``, ``y``, ``mask``.
+
+    ``unroll = k > 1`` (``y`` must then hold at least ``k * T_out`` frames): the pushforward trick (Brandstetter
+    et al. 2022): the model first rolls out ``k - 1`` steps without gradient from the (noisy) window, feeding
+    its own predictions back, and the loss is taken on step ``k`` only, so the model learns to correct the
+    errors its own rollouts put into the window (the anchor's ``T_ar`` with the gradient stopped)."""
     x, y, mask = batch["x"], batch["y"], batch.get("mask")
     if noise_scale:
         x = add_noise(x, noise_scale, mask, generator=generator)
-    pred = model(x)
+    window = x
+    t_out = getattr(getattr(model, "config", None), "out_timesteps", 1)
+    if unroll > 1:
+        if y.shape[-2] < unroll * t_out:
+            raise ValueError(f"unroll={unroll} needs {unroll * t_out} target frames, the batch has {y.shape[-2]}")
+        with torch.no_grad():
+            for _ in range(unroll - 1):
+                window = _feed_back(window, model(window), mask)
+        y = y[..., (unroll - 1) * t_out :, :]
+    pred = model(window)
     n = pred.shape[-1]
-    loss = rel_l2_loss(pred, y[..., :n], None if mask is None else mask[..., :n])
+    loss = rel_l2_loss(pred, y[..., : pred.shape[-2], :n], None if mask is None else mask[..., :n])
     return loss, {"rel_l2": loss.detach()}
 
 
 class DPOTTask(Task):
-    """The core-trainer task: noise only in training, clean windows for validation/test."""
+    """The core-trainer task: noise only in training, clean windows for validation/test. ``unroll = K > 1``:
+    each training batch (carrying ``K * T_out`` target frames) is trained on a rollout step k drawn from 1..K
+    (pushforward, :func:`loss_fn`); validation stays one-step."""
 
-    def __init__(self, model, noise_scale: float = 0.0, **kwargs):
+    def __init__(self, model, noise_scale: float = 0.0, unroll: int = 1, **kwargs):
         super().__init__(model, **kwargs)
         self.noise_scale = noise_scale
+        self.unroll = unroll
 
     def loss(self, batch, stage):
-        return loss_fn(self.model, batch, self.noise_scale if stage == "train" else 0.0)
+        if stage != "train":
+            return loss_fn(self.model, batch)
+        k = 1 if self.unroll <= 1 else int(torch.randint(1, self.unroll + 1, (1,)))
+        return loss_fn(self.model, batch, self.noise_scale, unroll=k)
 
 
 def onecycle_lr(
@@ -100,6 +136,7 @@ def train_budgeted(
     pct_start: float = 0.2,
     div_factor: float = 1e4,
     seed: int = 0,
+    unroll: int = 1,
     log_every: int = 50,
     progress: bool = True,
     desc: str = "train",
@@ -109,11 +146,14 @@ def train_budgeted(
 
     The learning rate follows OneCycle on ``max(elapsed / max_time_s, step / max_steps)``. ``sync`` (e.g.
     ``torch.cuda.synchronize``) is called before reading the clock so GPU time is measured honestly.
+    ``unroll = K > 1``: each step draws k uniformly from 1..K and trains on the k-th rollout step (pushforward,
+    see :func:`loss_fn`); the batches must then carry ``K * T_out`` target frames.
     Returns ``{"steps", "wall_s", "samples", "loss_curve": [[step, seconds, loss], ...]}``."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)  # noise is drawn on the model's device
+    pick = torch.Generator().manual_seed(seed + 1)  # unroll lengths
     opt = make_optimizer(model, onecycle_lr(0, lr, pct_start, div_factor), weight_decay)
     model.train()
     t0 = time.perf_counter()
@@ -131,7 +171,8 @@ def train_budgeted(
         for g in opt.param_groups:
             g["lr"] = onecycle_lr(frac, lr, pct_start, div_factor)
         batch = sample_batch()
-        loss, _ = loss_fn(model, batch, noise_scale, generator=gen)
+        k = 1 if unroll <= 1 else int(torch.randint(1, unroll + 1, (1,), generator=pick))
+        loss, _ = loss_fn(model, batch, noise_scale, generator=gen, unroll=k)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
