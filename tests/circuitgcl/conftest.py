@@ -76,3 +76,19 @@ def inverter_chain(n_inv: int, seed: int) -> str:
 def chain_netlist():
     """``chain_netlist(n_inv, seed)`` -> the text of an inverter chain with hand-made parasitics."""
     return inverter_chain
+
+
+@pytest.fixture
+def chain_files(tmp_path, chain_netlist):
+    """``chain_files(sizes)`` -> paths of inverter chains ``chain{k}.spice`` (``sizes[k]`` stages, seed k)
+    written to the test's tmp_path."""
+
+    def write(sizes) -> list[Path]:
+        paths = []
+        for k, n in enumerate(sizes):
+            p = tmp_path / f"chain{k}.spice"
+            p.write_text(chain_netlist(n, k))
+            paths.append(p)
+        return paths
+
+    return write

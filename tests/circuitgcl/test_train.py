@@ -12,13 +12,8 @@ from scifm.circuitgcl.tasks import TrainConfig, evaluate, fit_circuitgcl
 
 
 @pytest.fixture
-def designs(tmp_path, chain_netlist):
-    paths = []
-    for k, n in enumerate((12, 9, 7)):
-        p = tmp_path / f"chain{k}.spice"
-        p.write_text(chain_netlist(n, k))
-        paths.append(p)
-    return paths
+def designs(chain_files):
+    return chain_files((12, 9, 7))
 
 
 def test_sgrl_reduces_scattering_loss(designs):

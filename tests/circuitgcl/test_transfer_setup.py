@@ -59,19 +59,14 @@ def test_sym_edge_head_ignores_endpoint_order(rc_graph):
     assert not torch.allclose(cat(*args, pairs=pairs), cat(*args, pairs=pairs.flip(0)))
 
 
-def _designs(tmp_path, chain_netlist):
+def _designs(chain_files):
     from scifm.circuitgcl.datasets import load_netlist_graph
 
-    out = []
-    for k, n in enumerate((10, 8, 6)):
-        p = tmp_path / f"chain{k}.spice"
-        p.write_text(chain_netlist(n, k))
-        out.append(load_netlist_graph(p))
-    return out
+    return [load_netlist_graph(p) for p in chain_files((10, 8, 6))]
 
 
-def test_validation_design_is_never_trained_on(tmp_path, chain_netlist):
-    g = _designs(tmp_path, chain_netlist)
+def test_validation_design_is_never_trained_on(chain_files):
+    g = _designs(chain_files)
     cfg = TrainConfig(
         hidden=12, layers=1, epochs=60, patience=3, val_designs=[g[1].name], lr=1e-2, node_loss="bsce"
     )
@@ -87,8 +82,8 @@ def test_validation_design_is_never_trained_on(tmp_path, chain_netlist):
         fit_circuitgcl(g[:2], TrainConfig(epochs=1, val_designs=["nope"]))
 
 
-def test_cc_floor_applies_to_training_and_test(tmp_path, chain_netlist):
-    g = _designs(tmp_path, chain_netlist)
+def test_cc_floor_applies_to_training_and_test(chain_files):
+    g = _designs(chain_files)
     floor = float(torch.quantile(torch.cat([x.cc_value for x in g]), 0.5))
     tm = fit_circuitgcl(g[:2], TrainConfig(hidden=8, layers=1, epochs=2, cc_floor=floor, edge_loss="gai"))
     (b,) = tm.batches(g[2:])
