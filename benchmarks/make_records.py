@@ -63,13 +63,29 @@ def _origin(paths: list[Path]) -> tuple[str | None, bool | None, str]:
     return _git("rev-parse", "HEAD"), True, utc_timestamp(dt.datetime.fromtimestamp(newest, dt.UTC))
 
 
-def _prov(sources: list[Path], hardware: dict, packages: dict, python: str | None, platform: str | None,
-          command: str, wall_time_s: float | None) -> dict[str, Any]:
+def _prov(
+    sources: list[Path],
+    hardware: dict,
+    packages: dict,
+    python: str | None,
+    platform: str | None,
+    command: str,
+    wall_time_s: float | None,
+) -> dict[str, Any]:
     commit, dirty, stamp = _origin(sources)
-    return {"git_commit": commit, "git_dirty": dirty, "packages": packages, "hardware": hardware,
-            "python": python, "platform": platform, "timestamp": stamp, "command": command,
-            "wall_time_s": wall_time_s, "converted_by": ME,
-            "note": "git_commit: the commit that added the result files (their code state)"}
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "packages": packages,
+        "hardware": hardware,
+        "python": python,
+        "platform": platform,
+        "timestamp": stamp,
+        "command": command,
+        "wall_time_s": wall_time_s,
+        "converted_by": ME,
+        "note": "git_commit: the commit that added the result files (their code state)",
+    }
 
 
 def _columns(suite: str, rows: list[dict], quick: bool = False) -> dict[str, dict]:
@@ -90,31 +106,64 @@ def convert_dpot(report: Path) -> Path:
     suite = load_suite("dpot", CONFIGS, quick=quick)
     cuda = str(data.get("device", "")).startswith("cuda")
     dev_name = data.get("device_name")
-    hardware = {"cpu": None if cuda else dev_name, "gpu": dev_name if cuda else None, "threads": None,
-                "torch_threads": data.get("threads"), "omp_num_threads": None}
+    hardware = {
+        "cpu": None if cuda else dev_name,
+        "gpu": dev_name if cuda else None,
+        "threads": None,
+        "torch_threads": data.get("threads"),
+        "omp_num_threads": None,
+    }
     if cuda:
         hardware["gpu_count"] = 1
     flags = "--quick" if quick else f"--device {data.get('device', 'cpu')}"
     if not quick and "min" in mode:
         flags += f" --budget-minutes {mode.rsplit('_', 1)[-1].removesuffix('min')}"
-    plots = [_rel(report.parent / p, report.parent.parent) for p in data.get("plots", [])
-             if (report.parent / p).is_file()]
+    plots = [
+        _rel(report.parent / p, report.parent.parent)
+        for p in data.get("plots", [])
+        if (report.parent / p).is_file()
+    ]
     name = "quick" if quick else mode.replace("_", "-")  # the names `sci-fm bench run dpot [--quick]` uses
     budget = (data.get("budgets_s") or {}).get("dpot_pretrain")
     nx = (data.get("settings") or {}).get("nx")
-    title = (f"DPOT quick check ({nx}², tiny models, {budget:g} s pre-training on a CPU; not a benchmark "
-             "result)" if quick else f"{suite.title}; {data.get('device_name')}")
-    config = {"suite_config": "benchmarks/configs/dpot.yaml", "sources": [_rel(report, report.parent.parent)],
-              "mode": mode, "budgets_s": data.get("budgets_s"), "settings": data.get("settings"),
-              "noise_scale": data.get("noise_scale"), "dpot_config": data.get("dpot_config"),
-              "pretrain_beats_fno_everywhere": data.get("pretrain", {}).get("dpot_beats_fno_everywhere"),
-              "transfer_target_met": data.get("transfer", {}).get("target_met")}
+    title = (
+        f"DPOT quick check ({nx}², tiny models, {budget:g} s pre-training on a CPU; not a benchmark result)"
+        if quick
+        else f"{suite.title}; {data.get('device_name')}"
+    )
+    config = {
+        "suite_config": "benchmarks/configs/dpot.yaml",
+        "sources": [_rel(report, report.parent.parent)],
+        "mode": mode,
+        "budgets_s": data.get("budgets_s"),
+        "settings": data.get("settings"),
+        "noise_scale": data.get("noise_scale"),
+        "dpot_config": data.get("dpot_config"),
+        "pretrain_beats_fno_everywhere": data.get("pretrain", {}).get("dpot_beats_fno_everywhere"),
+        "transfer_target_met": data.get("transfer", {}).get("target_met"),
+    }
     command = data.get("command") or f"python benchmarks/dpot/run_benchmark.py {flags}"
-    prov = _prov([report], hardware, {"torch": data.get("torch")}, data.get("python"), None, command,
-                 data.get("total_wall_s"))
-    return write_record(report.parent.parent / f"{mode}.json", "dpot", name, rows,
-                        _columns("dpot", rows, quick), plots=plots, config=config, seed=None, title=title,
-                        prov=prov)
+    prov = _prov(
+        [report],
+        hardware,
+        {"torch": data.get("torch")},
+        data.get("python"),
+        None,
+        command,
+        data.get("total_wall_s"),
+    )
+    return write_record(
+        report.parent.parent / f"{mode}.json",
+        "dpot",
+        name,
+        rows,
+        _columns("dpot", rows, quick),
+        plots=plots,
+        config=config,
+        seed=None,
+        title=title,
+        prov=prov,
+    )
 
 
 def convert_circuit(folder: Path) -> list[Path]:
@@ -123,40 +172,67 @@ def convert_circuit(folder: Path) -> list[Path]:
     sources = [main, *extra]
     data = json.loads(main.read_text())
     machine, threads = data.get("machine", {}), data.get("threads", {})
-    hardware = {"cpu": None, "gpu": None, "threads": None, "torch_threads": threads.get("torch"),
-                "omp_num_threads": threads.get("OMP_NUM_THREADS")}
+    hardware = {
+        "cpu": None,
+        "gpu": None,
+        "threads": None,
+        "torch_threads": threads.get("torch"),
+        "omp_num_threads": threads.get("OMP_NUM_THREADS"),
+    }
     packages = {"torch": machine.get("torch")}
     walls = [json.loads(p.read_text()).get("wall_time_s") for p in sources]
     wall = sum(w for w in walls if w is not None) or None
     configs = {}
     for p in sources:
         configs.update(json.loads(p.read_text()).get("configs", {}))
-    base = {"suite_config": "benchmarks/configs/circuit.yaml", "sources": [p.name for p in sources],
-            "split": data.get("split"), "protocol": data.get("protocol"), "configs": configs,
-            "label_spec": data.get("label_spec"), "target": data.get("target")}
+    base = {
+        "suite_config": "benchmarks/configs/circuit.yaml",
+        "sources": [p.name for p in sources],
+        "split": data.get("split"),
+        "protocol": data.get("protocol"),
+        "configs": configs,
+        "label_spec": data.get("label_spec"),
+        "target": data.get("target"),
+    }
     command = "python benchmarks/circuitgcl/transfer.py" + "".join(
         f"; python benchmarks/circuitgcl/transfer.py --configs {p.stem.removeprefix('transfer_')}"
-        for p in extra)
+        for p in extra
+    )
     suite = load_suite("circuit", CONFIGS)
     prov = _prov(sources, hardware, packages, machine.get("python"), machine.get("platform"), command, wall)
     made = set(data.get("plots", []))
     seeds = data.get("seeds", [])
     out = []
     rows = circuit_rows([str(p) for p in sources])["rows"]
-    out.append(write_record(
-        folder / "circuit-transfer.json", "circuit", "transfer", rows, _columns("circuit", rows),
-        plots=[p for p in ("transfer_configs.png",) if p in made and (folder / p).is_file()],
-        config=base, seed=seeds[0] if len(seeds) == 1 else None,
-        title=f"{suite.title}; seeds {', '.join(map(str, seeds))}",
-        prov=prov))
+    out.append(
+        write_record(
+            folder / "circuit-transfer.json",
+            "circuit",
+            "transfer",
+            rows,
+            _columns("circuit", rows),
+            plots=[p for p in ("transfer_configs.png",) if p in made and (folder / p).is_file()],
+            config=base,
+            seed=seeds[0] if len(seeds) == 1 else None,
+            title=f"{suite.title}; seeds {', '.join(map(str, seeds))}",
+            prov=prov,
+        )
+    )
     rows = circuit_rows([str(p) for p in sources], per_design=True)["rows"]
-    out.append(write_record(
-        folder / "circuit-transfer-per-design.json", "circuit", "transfer-per-design", rows,
-        _columns("circuit", rows),
-        plots=[p for p in ("transfer_r2_per_design.png",) if p in made and (folder / p).is_file()],
-        config=base, seed=None,
-        title="CircuitGCL transfer per held-out sky130 design (mean over seeds)",
-        prov=prov))
+    out.append(
+        write_record(
+            folder / "circuit-transfer-per-design.json",
+            "circuit",
+            "transfer-per-design",
+            rows,
+            _columns("circuit", rows),
+            plots=[p for p in ("transfer_r2_per_design.png",) if p in made and (folder / p).is_file()],
+            config=base,
+            seed=None,
+            title="CircuitGCL transfer per held-out sky130 design (mean over seeds)",
+            prov=prov,
+        )
+    )
     return out
 
 
@@ -181,8 +257,18 @@ def check_record(path: Path) -> bool:
     clean = _relative(rec.get("config"))
     if clean == rec.get("config"):
         return False
-    write_record(path, rec["suite"], rec["name"], rec["rows"], rec["columns"], plots=rec.get("plots", []),
-                 config=clean, seed=rec.get("seed"), title=rec.get("title"), prov=rec["provenance"])
+    write_record(
+        path,
+        rec["suite"],
+        rec["name"],
+        rec["rows"],
+        rec["columns"],
+        plots=rec.get("plots", []),
+        config=clean,
+        seed=rec.get("seed"),
+        title=rec.get("title"),
+        prov=rec["provenance"],
+    )
     return True
 
 

@@ -166,8 +166,9 @@ def plots(result: dict, out: Path = OUT) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (--quick: 0)")
-    ap.add_argument("--epochs", type=int, default=None, help=f"default {COMMON['epochs']} (--quick: "
-                    f"{QUICK['epochs']})")
+    ap.add_argument(
+        "--epochs", type=int, default=None, help=f"default {COMMON['epochs']} (--quick: {QUICK['epochs']})"
+    )
     ap.add_argument(
         "--configs",
         nargs="+",

@@ -52,11 +52,22 @@ def main() -> None:
     cols = {k: v for k, v in columns.items() if k in row}
     cols["command_wall_time_s"] = {"better": "lower", "unit": "s", "label": "whole command"}
     prov = provenance(COMMAND, wall)
-    write_record(OUT / "default-run.json", "mlip", "default-run", [row], cols,
-                 plots=["default-run/parity.png", "default-run/learning_curve.png"],
-                 config={"command": COMMAND, "run_config": "default-run/config.yaml",
-                         "sources": ["default-run/metrics.json"]}, seed=0,
-                 title="The quick-start job: sci-fm train mlip (PaiNN, bundled data, defaults)", prov=prov)
+    write_record(
+        OUT / "default-run.json",
+        "mlip",
+        "default-run",
+        [row],
+        cols,
+        plots=["default-run/parity.png", "default-run/learning_curve.png"],
+        config={
+            "command": COMMAND,
+            "run_config": "default-run/config.yaml",
+            "sources": ["default-run/metrics.json"],
+        },
+        seed=0,
+        title="The quick-start job: sci-fm train mlip (PaiNN, bundled data, defaults)",
+        prov=prov,
+    )
     print(f"wrote {OUT / 'default-run.json'}")
 
 

@@ -45,17 +45,33 @@ def _png(path: Path, k: int = 0) -> Path:
 
 
 def _prov(ts: str = "2025-01-01T00:00:00Z") -> dict:
-    return {"git_commit": "0123456789abcdef", "git_dirty": False, "packages": {"torch": "2.x"},
-            "hardware": {"cpu": "test CPU", "gpu": None, "threads": 2, "torch_threads": 1},
-            "python": "3.11", "platform": "linux", "timestamp": ts, "command": "test", "wall_time_s": 1.0}
+    return {
+        "git_commit": "0123456789abcdef",
+        "git_dirty": False,
+        "packages": {"torch": "2.x"},
+        "hardware": {"cpu": "test CPU", "gpu": None, "threads": 2, "torch_threads": 1},
+        "python": "3.11",
+        "platform": "linux",
+        "timestamp": ts,
+        "command": "test",
+        "wall_time_s": 1.0,
+    }
 
 
 def _mlip_rows():
     return [
-        {"model": m, "forces_mae_meV_per_A": f, "energy_mae_meV_per_atom": e, "steps_per_s": s,
-         "n_parameters": n}
-        for m, f, e, s, n in [("painn", 40.0, 3.0, 50.0, 600000), ("schnet", 80.0, 2.0, 200.0, 400000),
-                              ("slow-bad", 90.0, 9.0, 10.0, 100)]
+        {
+            "model": m,
+            "forces_mae_meV_per_A": f,
+            "energy_mae_meV_per_atom": e,
+            "steps_per_s": s,
+            "n_parameters": n,
+        }
+        for m, f, e, s, n in [
+            ("painn", 40.0, 3.0, 50.0, 600000),
+            ("schnet", 80.0, 2.0, 200.0, 400000),
+            ("slow-bad", 90.0, 9.0, 10.0, 100),
+        ]
     ]
 
 
@@ -65,20 +81,52 @@ def results(tmp_path) -> Path:
     res = tmp_path / "results"
     _png(res / "mlip" / "default" / "parity.png", 1)
     _png(res / "mlip" / "default" / "learning_curve.png", 2)
-    write_record(res / "mlip" / "default-20250101T000000Z.json", "mlip", "default", _mlip_rows()[:1],
-                 MLIP_COLUMNS, prov=_prov("2025-01-01T00:00:00Z"), title="old run")
-    write_record(res / "mlip" / "default-20250201T000000Z.json", "mlip", "default", _mlip_rows(),
-                 MLIP_COLUMNS, plots=["default/parity.png", "default/learning_curve.png"], seed=0,
-                 title="MLIP | bundled", prov=_prov("2025-02-01T00:00:00Z"))
+    write_record(
+        res / "mlip" / "default-20250101T000000Z.json",
+        "mlip",
+        "default",
+        _mlip_rows()[:1],
+        MLIP_COLUMNS,
+        prov=_prov("2025-01-01T00:00:00Z"),
+        title="old run",
+    )
+    write_record(
+        res / "mlip" / "default-20250201T000000Z.json",
+        "mlip",
+        "default",
+        _mlip_rows(),
+        MLIP_COLUMNS,
+        plots=["default/parity.png", "default/learning_curve.png"],
+        seed=0,
+        title="MLIP | bundled",
+        prov=_prov("2025-02-01T00:00:00Z"),
+    )
     _png(res / "prose" / "rama.png", 3)
-    write_record(res / "prose" / "ala2.json", "prose", "ala2",
-                 [{"model": "tarflow", "ess_percent": 12.5, "w1_energy_kT": 0.8}],
-                 {"ess_percent": {"better": "higher", "unit": "%"}, "w1_energy_kT": {"better": "lower"}},
-                 plots=["rama.png"], prov=_prov())
-    write_record(res / "circuit" / "r2.json", "circuit", "r2",
-                 [{"method": m, "design": d, "edge_r2": r} for m, d, r in
-                  [("gcl", "ota", 0.9), ("gcl", "ldo", 0.7), ("mlp", "ota", 0.5), ("mlp", "ldo", 0.6)]],
-                 {"edge_r2": {"better": "higher", "label": "edge R²"}}, prov=_prov())
+    write_record(
+        res / "prose" / "ala2.json",
+        "prose",
+        "ala2",
+        [{"model": "tarflow", "ess_percent": 12.5, "w1_energy_kT": 0.8}],
+        {"ess_percent": {"better": "higher", "unit": "%"}, "w1_energy_kT": {"better": "lower"}},
+        plots=["rama.png"],
+        prov=_prov(),
+    )
+    write_record(
+        res / "circuit" / "r2.json",
+        "circuit",
+        "r2",
+        [
+            {"method": m, "design": d, "edge_r2": r}
+            for m, d, r in [
+                ("gcl", "ota", 0.9),
+                ("gcl", "ldo", 0.7),
+                ("mlp", "ota", 0.5),
+                ("mlp", "ldo", 0.6),
+            ]
+        ],
+        {"edge_r2": {"better": "higher", "label": "edge R²"}},
+        prov=_prov(),
+    )
     # what other helpers write before converting to the schema
     (res / "dpot").mkdir()
     (res / "dpot" / "rollout.json").write_text(json.dumps({"l2_rel": 0.1, "model": "dpot-tiny"}))
@@ -90,9 +138,17 @@ def results(tmp_path) -> Path:
 
 
 def test_write_record_round_trip_and_provenance(tmp_path):
-    path = write_record(tmp_path / "mlip" / "r.json", "mlip", "r", _mlip_rows(), MLIP_COLUMNS, seed=3,
-                        config={"out": tmp_path, "sizes": (1, 2)}, wall_time_s=2.5,
-                        command="sci-fm bench run mlip")
+    path = write_record(
+        tmp_path / "mlip" / "r.json",
+        "mlip",
+        "r",
+        _mlip_rows(),
+        MLIP_COLUMNS,
+        seed=3,
+        config={"out": tmp_path, "sizes": (1, 2)},
+        wall_time_s=2.5,
+        command="sci-fm bench run mlip",
+    )
     rec = read_record(path)
     assert rec["schema"] == SCHEMA and rec["seed"] == 3 and rec["rows"][1]["model"] == "schnet"
     assert rec["config"] == {"out": str(tmp_path), "sizes": [1, 2]}  # made JSON-able
@@ -112,17 +168,20 @@ def test_provenance_records_the_git_commit():
     assert p["git_commit"] == head and isinstance(p["git_dirty"], bool)
 
 
-@pytest.mark.parametrize("change, problem", [
-    (lambda r: r.update(schema="other/1"), "schema"),
-    (lambda r: r.update(rows=[]), "rows"),
-    (lambda r: r["rows"][0].update(forces_mae_meV_per_A=float("nan")), "nan"),
-    (lambda r: r["rows"][0].update(forces_mae_meV_per_A=[1, 2]), "number"),
-    (lambda r: r["columns"]["steps_per_s"].update(better="faster"), "better"),
-    (lambda r: r["columns"].update(missing={"better": "lower"}), "appears in no row"),
-    (lambda r: r.update(plots=["/abs/p.png"]), "relative"),
-    (lambda r: r.update(name="a b"), "name"),
-    (lambda r: r["provenance"].pop("git_commit"), "git_commit"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda r: r.update(schema="other/1"), "schema"),
+        (lambda r: r.update(rows=[]), "rows"),
+        (lambda r: r["rows"][0].update(forces_mae_meV_per_A=float("nan")), "nan"),
+        (lambda r: r["rows"][0].update(forces_mae_meV_per_A=[1, 2]), "number"),
+        (lambda r: r["columns"]["steps_per_s"].update(better="faster"), "better"),
+        (lambda r: r["columns"].update(missing={"better": "lower"}), "appears in no row"),
+        (lambda r: r.update(plots=["/abs/p.png"]), "relative"),
+        (lambda r: r.update(name="a b"), "name"),
+        (lambda r: r["provenance"].pop("git_commit"), "git_commit"),
+    ],
+)
 def test_invalid_records_are_rejected(tmp_path, change, problem):
     path = write_record(tmp_path / "ok.json", "mlip", "ok", _mlip_rows(), MLIP_COLUMNS, prov=_prov())
     rec = json.loads(path.read_text())
@@ -134,8 +193,15 @@ def test_invalid_records_are_rejected(tmp_path, change, problem):
         return
     # write_record refuses it too, naming the file, and writes nothing
     with pytest.raises(DataError, match="bad.json"):
-        write_record(tmp_path / "bad.json", rec["suite"], rec["name"], rec["rows"], rec["columns"],
-                     plots=rec.get("plots", []), prov=rec["provenance"])
+        write_record(
+            tmp_path / "bad.json",
+            rec["suite"],
+            rec["name"],
+            rec["rows"],
+            rec["columns"],
+            plots=rec.get("plots", []),
+            prov=rec["provenance"],
+        )
     assert not (tmp_path / "bad.json").exists()
 
 
@@ -185,7 +251,10 @@ def test_committed_configs_parse():
 def test_substitution_keeps_types():
     v = {"workdir": "/w", "n": 3, "none": None}
     assert substitute({"a": "{n}", "b": "{workdir}/x-{n}", "c": ["{none}", "{unknown}", "{k: 1}"]}, v) == {
-        "a": 3, "b": "/w/x-3", "c": [None, "{unknown}", "{k: 1}"]}
+        "a": 3,
+        "b": "/w/x-3",
+        "c": [None, "{unknown}", "{k: 1}"],
+    }
 
 
 SUITE_YAML = """
@@ -279,12 +348,15 @@ def test_a_job_can_yield_several_rows_and_glob_its_plots(tmp_path):
     (configs / "multi.yaml").write_text(MULTI_YAML.replace("{png}", str(_png(tmp_path / "src.png"))))
     rec = read_record(run_suite("multi", configs, tmp_path / "results", REPO))
     # one row per entry: the job's identifiers first, the entry's scalars (lists dropped), nothing else
-    assert rec["rows"] == [{"suite_id": "m", "model": "a", "err": 1.0},
-                           {"suite_id": "m", "model": "b", "err": 2.0}]
+    assert rec["rows"] == [
+        {"suite_id": "m", "model": "a", "err": 1.0},
+        {"suite_id": "m", "model": "b", "err": 2.0},
+    ]
     # two plots with one file name from two folders both survive
     assert sorted(Path(p).name for p in rec["plots"]) == ["multi-p.png", "multi-y-p.png"]
-    (configs / "multi.yaml").write_text(MULTI_YAML.replace("{png}", str(tmp_path / "src.png"))
-                                        .replace("'rows': [", "'rows': [], 'x': ["))
+    (configs / "multi.yaml").write_text(
+        MULTI_YAML.replace("{png}", str(tmp_path / "src.png")).replace("'rows': [", "'rows': [], 'x': [")
+    )
     import time
 
     time.sleep(1.1)
@@ -336,8 +408,15 @@ def test_converted_sources_are_not_skipped_files(results):
     (results / "dpot" / "broken.json").unlink()
     board = render_board(results, results.parent / "b1")
     assert board.warnings == ["dpot/rollout.json: not a scifm-bench/1 record (schema: None); skipped"]
-    write_record(results / "dpot" / "rollout-record.json", "dpot", "r", [{"l2_rel": 0.1}],
-                 {"l2_rel": {"better": "lower"}}, config={"sources": ["rollout.json"]}, prov=_prov())
+    write_record(
+        results / "dpot" / "rollout-record.json",
+        "dpot",
+        "r",
+        [{"l2_rel": 0.1}],
+        {"l2_rel": {"better": "lower"}},
+        config={"sources": ["rollout.json"]},
+        prov=_prov(),
+    )
     board = render_board(results, results.parent / "b2")
     assert board.warnings == [] and "dpot" in board.suites
 
@@ -351,16 +430,25 @@ def test_board_markdown_and_html(results, tmp_path):
     md = (out / "leaderboard.md").read_text()
     html = (out / "index.html").read_text()
     # suites in the issue's order, each with its newest run as the table
-    assert [m.group(1) for m in re.finditer(r"^## (\w+)", md, re.M)] == ["mlip", "prose", "circuit",
-                                                                          "Skipped"]
+    assert [m.group(1) for m in re.finditer(r"^## (\w+)", md, re.M)] == [
+        "mlip",
+        "prose",
+        "circuit",
+        "Skipped",
+    ]
     assert "| painn | **40** | 3 | 50 | 600000 |" in md
     assert "| schnet | 80 | **2** | **200** | 400000 |" in md
     assert "### MLIP | bundled (`default`)" in md
     assert "Earlier runs of `default`" in md and "default-20250101T000000Z.json" in md
     # every image link resolves, relative to the md file
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert {Path(x).name for x in links} >= {"parity.png", "learning_curve.png", "rama.png",
-                                            "mlip-pareto.png", "circuit-r2-per-design.png"}
+    assert {Path(x).name for x in links} >= {
+        "parity.png",
+        "learning_curve.png",
+        "rama.png",
+        "mlip-pareto.png",
+        "circuit-r2-per-design.png",
+    }
     assert all((out / x).is_file() and not Path(x).is_absolute() for x in links)
     # non-schema and broken JSON are listed, not fatal
     assert len(board.warnings) == 2 and all(w.startswith("dpot/") for w in board.warnings)
@@ -405,8 +493,10 @@ def chromium() -> Path:
         return CHROMIUM
     wants = os.environ.get("CI", "").lower() == "true" or os.environ.get("SCIFM_INSTALL_CHROMIUM") == "1"
     if not wants:
-        pytest.skip("/usr/bin/chromium missing (apt-get install -y chromium, "
-                    "or run as root with SCIFM_INSTALL_CHROMIUM=1)")
+        pytest.skip(
+            "/usr/bin/chromium missing (apt-get install -y chromium, "
+            "or run as root with SCIFM_INSTALL_CHROMIUM=1)"
+        )
     if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("/usr/bin/chromium missing and cannot be installed here (needs root and apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -423,11 +513,25 @@ def _browse(chromium: Path, page: Path, tmp: Path) -> dict:
     """Load ``page`` headless with every host name unresolvable; return the DOM, console lines and the
     URLs that the page (not the browser's own services) asked the network for."""
     netlog = tmp / "net.json"
-    cmd = [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0",
-           "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=3000",
-           f"--log-net-log={netlog}", "--dump-dom", page.resolve().as_uri()]
+    cmd = [
+        str(chromium),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--virtual-time-budget=3000",
+        f"--log-net-log={netlog}",
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln]
@@ -443,8 +547,11 @@ def _browse(chromium: Path, page: Path, tmp: Path) -> dict:
             # the browser's own update/time/account pings have no page origin; page loads do
             if e["type"] == start and "url" in p and p.get("initiator") != "not an origin":
                 requests.append(p["url"])
-    return {"dom": proc.stdout, "console": console,
-            "remote": [u for u in requests if not re.match(r"(file|data|blob|chrome|about):", u)]}
+    return {
+        "dom": proc.stdout,
+        "console": console,
+        "remote": [u for u in requests if not re.match(r"(file|data|blob|chrome|about):", u)],
+    }
 
 
 def _attr(dom: str, name: str) -> str | None:
@@ -470,8 +577,10 @@ def test_index_html_in_headless_chromium(chromium, results, tmp_path):
 def test_chromium_check_catches_errors_and_remote_requests(chromium, tmp_path):
     # The harness itself must be able to fail: a page with a JS error, a broken image and a remote image.
     page = tmp_path / "bad.html"
-    page.write_text('<!DOCTYPE html><html><body><img src="missing.png"><img src="https://example.org/x.png">'
-                    "<script>undefinedFunction();</script></body></html>")
+    page.write_text(
+        '<!DOCTYPE html><html><body><img src="missing.png"><img src="https://example.org/x.png">'
+        "<script>undefinedFunction();</script></body></html>"
+    )
     seen = _browse(chromium, page, tmp_path)
     assert any("undefinedFunction" in ln for ln in seen["console"])
     assert seen["remote"] == ["https://example.org/x.png"]
@@ -483,9 +592,24 @@ def test_chromium_check_catches_errors_and_remote_requests(chromium, tmp_path):
 @pytest.mark.slow
 def test_quick_mlip_suite(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    proc = subprocess.run([sys.executable, "-m", "scifm.cli.main", "bench", "run", "mlip", "--quick",
-                           "--results", str(tmp_path / "results")], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scifm.cli.main",
+            "bench",
+            "run",
+            "mlip",
+            "--quick",
+            "--results",
+            str(tmp_path / "results"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = (tmp_path / "results" / "mlip").glob("quick-*.json")
     rec = read_record(path)
@@ -507,8 +631,11 @@ def _shared_circuits() -> bool:
 
 
 def _check_dpot(rows):
-    assert {r["model"] for r in rows} >= {"DPOT (pre-trained on the mixture)", "FNO (this dataset only)",
-                                          "DPOT from scratch"}
+    assert {r["model"] for r in rows} >= {
+        "DPOT (pre-trained on the mixture)",
+        "FNO (this dataset only)",
+        "DPOT from scratch",
+    }
     assert len(rows) == 9 and all(0 < r["l2re"] < 10 for r in rows)
 
 
@@ -537,9 +664,24 @@ def test_quick_suite(suite, tmp_path):
     if suite == "circuit" and not _shared_circuits():
         pytest.skip("shared sky130 netlists not found (../shared/data/circuits or $SCIFM_SHARED)")
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, "-m", "scifm.cli.main", "bench", "run", suite, "--quick",
-                           "--results", str(tmp_path / "results")], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scifm.cli.main",
+            "bench",
+            "run",
+            suite,
+            "--quick",
+            "--results",
+            str(tmp_path / "results"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = (tmp_path / "results" / suite).glob("*.json")
     rec = read_record(path)

@@ -65,10 +65,10 @@ def loss_fn(
 ) -> tuple[torch.Tensor, dict]:
     """Training loss: noisy input window -> next frame(s). Batch keys ``x``, ``y``, ``mask``.
 
-    ``unroll = k > 1`` (``y`` must then hold at least ``k * T_out`` frames): the pushforward trick (Brandstetter
-    et al. 2022): the model first rolls out ``k - 1`` steps without gradient from the (noisy) window, feeding
-    its own predictions back, and the loss is taken on step ``k`` only, so the model learns to correct the
-    errors its own rollouts put into the window (the anchor's ``T_ar`` with the gradient stopped)."""
+    ``unroll = k > 1`` (``y`` must then hold at least ``k * T_out`` frames): the pushforward trick
+    (Brandstetter et al. 2022): the model first rolls out ``k - 1`` steps without gradient from the (noisy)
+    window, feeding its own predictions back, and the loss is taken on step ``k`` only, so the model learns to
+    correct the errors its own rollouts put into the window (the anchor's ``T_ar``, gradient stopped)."""
     x, y, mask = batch["x"], batch["y"], batch.get("mask")
     if noise_scale:
         x = add_noise(x, noise_scale, mask, generator=generator)
@@ -76,7 +76,8 @@ def loss_fn(
     t_out = getattr(getattr(model, "config", None), "out_timesteps", 1)
     if unroll > 1:
         if y.shape[-2] < unroll * t_out:
-            raise ValueError(f"unroll={unroll} needs {unroll * t_out} target frames, the batch has {y.shape[-2]}")
+            have = y.shape[-2]
+            raise ValueError(f"unroll={unroll} needs {unroll * t_out} target frames, the batch has {have}")
         with torch.no_grad():
             for _ in range(unroll - 1):
                 window = _feed_back(window, model(window), mask)
@@ -146,8 +147,8 @@ def train_budgeted(
 
     The learning rate follows OneCycle on ``max(elapsed / max_time_s, step / max_steps)``. ``sync`` (e.g.
     ``torch.cuda.synchronize``) is called before reading the clock so GPU time is measured honestly.
-    ``unroll = K > 1``: each step draws k uniformly from 1..K and trains on the k-th rollout step (pushforward,
-    see :func:`loss_fn`); the batches must then carry ``K * T_out`` target frames.
+    ``unroll = K > 1``: each step draws k uniformly from 1..K and trains on the k-th rollout step
+    (pushforward, see :func:`loss_fn`); the batches must then carry ``K * T_out`` target frames.
     Returns ``{"steps", "wall_s", "samples", "loss_curve": [[step, seconds, loss], ...]}``."""
     from tqdm.auto import tqdm
 
