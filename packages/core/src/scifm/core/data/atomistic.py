@@ -242,14 +242,13 @@ def validate_file(path: str | Path, require: tuple[str, ...] = ("energy", "force
             raise DataError(path, f"corrupt dataset: {exc}") from None
     for k in range(F):
         a, b = offsets[k], offsets[k + 1]
-        labels = {"energy": arrays["energy"][k], "forces": arrays["forces"][a:b]}
-        for key, arr in optional.items():
-            labels[key] = arr[a:b] if key in OPTIONAL_ATOM else arr[k]
+        # energy and forces are always stored; all-NaN means "no label", which is fine unless required
         labels = {
-            key: v
-            for key, v in labels.items()
-            if not (key in ("energy", "forces") and np.isnan(v).all() and key not in require)
+            key: value
+            for key, value in (("energy", arrays["energy"][k]), ("forces", arrays["forces"][a:b]))
+            if key in require or not np.isnan(value).all()
         }
+        labels.update({key: arr[a:b] if key in OPTIONAL_ATOM else arr[k] for key, arr in optional.items()})
         pbc = arrays["pbc"][k]
         check_frame(
             path,
