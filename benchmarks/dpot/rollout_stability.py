@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--t-in", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "dpot" / "rollout_stability.json"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "dpot" / "rollout-stability.json"))
     a = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     path = Path(a.data_dir) / f"{a.dataset}.h5"
@@ -183,10 +183,52 @@ def main(argv=None) -> int:
         total_wall_s=round(time.perf_counter() - t_start, 1),
         rows=rows,
     )
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(report, indent=2))
-    print(f"wrote {a.out}")
+    print(f"wrote {write(report, Path(a.out))}")
     return 0
+
+
+COLUMNS = {
+    "train_steps": {"better": None, "unit": "", "label": "steps"},
+    "l2re_step1": {"better": "lower", "unit": "", "label": "1-step L2RE"},
+    "l2re": {"better": "lower", "unit": "", "label": "10-step L2RE"},
+    "response_k4_last": {"better": "lower", "unit": "x", "label": "response, |k|<4, last frame"},
+    "response_all_last": {"better": "lower", "unit": "x", "label": "response, all k, last frame"},
+}
+
+
+def write(report: dict, out: Path) -> Path:
+    """The full report next to the record (``<stem with _>/report.json``) and the record itself."""
+    from scifm.core.provenance import write_record
+
+    raw = out.parent / out.stem.replace("-", "_") / "report.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(report, indent=2))
+    rows = [
+        dict(
+            task=report["dataset"],
+            model=r["model"],
+            train_steps=r["train_steps"],
+            l2re_step1=r["per_step_l2re"][0],
+            l2re=r["l2re"],
+            response_k4_last=r["amplification"]["k<4, last frame"],
+            response_all_last=r["amplification"]["all k, last frame"],
+        )
+        for r in report["rows"]
+    ]
+    return write_record(
+        out,
+        suite="dpot",
+        name="rollout-stability",
+        title="DPOT vs FNO: rollout error growth and one-step response to input perturbations",
+        rows=rows,
+        columns=COLUMNS,
+        config={
+            **{k: v for k, v in report.items() if k != "rows"},
+            "sources": [str(raw.relative_to(out.parent))],
+        },
+        wall_time_s=report["total_wall_s"],
+        command=report["command"],
+    )
 
 
 if __name__ == "__main__":
