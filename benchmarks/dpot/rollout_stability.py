@@ -37,9 +37,11 @@ from scifm.dpot.model import DPOT, make_config
 from scifm.dpot.rollout import evaluate_file
 from scifm.dpot.train import train_budgeted
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_benchmark import CPU_DPOT, CPU_FNO  # noqa: E402  (the benchmark's CPU-size models)
+
 REPO = Path(__file__).resolve().parents[2]
 BANDS = [(0, 4), (4, 8), (8, 16), (16, 10_000)]
-DPOT_CPU = dict(embed_dim=128, depth=4, n_blocks=4, patch_size=4, modes=16, out_layer_dim=32)  # run_benchmark
 
 
 def band_error(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
             out_channels=2,
             in_timesteps=a.t_in,
             n_cls=3,
-            **DPOT_CPU,
+            **CPU_DPOT,
         )
         cfg.residual = residual
         return DPOT(cfg), 2
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
         "DPOT (paper head)": lambda: dpot(False),
         "DPOT (residual head)": lambda: dpot(True),
         "FNO": lambda: (
-            FNO(FNOConfig(in_channels=c, out_channels=c, in_timesteps=a.t_in, width=32, modes=12)),
+            FNO(FNOConfig(in_channels=c, out_channels=c, in_timesteps=a.t_in, **CPU_FNO)),
             c,
         ),
     }

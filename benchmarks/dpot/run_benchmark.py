@@ -45,6 +45,9 @@ from scifm.dpot.rollout import evaluate_file, plot_error_curves, plot_rollout
 from scifm.dpot.train import export_run, train_budgeted
 
 REPO = Path(__file__).resolve().parents[2]
+# the CPU mode's models (also used by rollout_stability.py)
+CPU_DPOT = dict(embed_dim=128, depth=4, n_blocks=4, patch_size=4, modes=16, out_layer_dim=32)
+CPU_FNO = dict(width=32, modes=12)
 
 
 def settings(args) -> dict:
@@ -93,8 +96,8 @@ def settings(args) -> dict:
             sw_refine=2,
             pretrain_s=60.0 * (args.budget_minutes or 60),
             batch=8,
-            dpot=dict(embed_dim=128, depth=4, n_blocks=4, patch_size=4, modes=16, out_layer_dim=32),
-            fno=dict(width=32, modes=12),
+            dpot=dict(CPU_DPOT),
+            fno=dict(CPU_FNO),
         )
     if args.budget_minutes and not args.quick:
         s["pretrain_s"] = 60.0 * args.budget_minutes

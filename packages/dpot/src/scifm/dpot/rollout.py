@@ -28,17 +28,32 @@ def rollout(
     window = x0
     out = []
     n = 0
+    real = None
+    if n_real is not None:
+        real = (torch.arange(x0.shape[-1], device=x0.device) < n_real).expand(x0.shape[0], -1)
     while n < horizon:
-        pred = model(window)  # [B, *space, T_out, C_out]
-        c = min(pred.shape[-1], n_real if n_real is not None else pred.shape[-1])
-        t_out = pred.shape[-2]
-        if c < window.shape[-1]:  # padded channels stay at their (constant) input value
-            keep = window[..., -1:, c:].expand(*window.shape[:-2], t_out, -1)
-            pred = torch.cat([pred[..., :c], keep], -1)
+        pred, window = feed_back(window, model(window), real)  # [B, *space, T_out, C_in]
         out.append(pred)
-        n += t_out
-        window = torch.cat([window[..., t_out:, :], pred], -2)
+        n += pred.shape[-2]
     return torch.cat(out, -2)[..., :horizon, :]
+
+
+def feed_back(
+    window: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append a prediction to an input window: returns (the prediction as fed back, the next window).
+
+    ``pred [B, *space, T_out, C_out]`` loses the oldest ``T_out`` frames of ``window [B, *space, T_in, C]``.
+    Channels the model does not predict (``C_out < C``) and channels with ``mask [B, C]`` 0 (padding) keep the
+    last input frame's value."""
+    t_out = pred.shape[-2]
+    last = window[..., -1:, :].expand(*window.shape[:-2], t_out, -1)
+    if pred.shape[-1] < window.shape[-1]:
+        pred = torch.cat([pred, last[..., pred.shape[-1] :]], -1)
+    if mask is not None:
+        m = mask.reshape(mask.shape[0], *([1] * (pred.dim() - 2)), mask.shape[-1]).to(torch.bool)
+        pred = torch.where(m, pred, last)
+    return pred, torch.cat([window[..., t_out:, :], pred], -2)
 
 
 def model_io(model: torch.nn.Module) -> tuple[int, int, int | None, int]:

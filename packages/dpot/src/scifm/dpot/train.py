@@ -29,6 +29,7 @@ from scifm.core.train import Task
 from scifm.dpot.fno import FNO, FNOConfig
 from scifm.dpot.model import DPOT, DPOTConfig
 from scifm.dpot.noise import add_noise
+from scifm.dpot.rollout import feed_back
 
 ARCHS = {"dpot": (DPOT, DPOTConfig), "fno": (FNO, FNOConfig)}
 
@@ -44,16 +45,9 @@ def rel_l2_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None =
     return ((r * mask).sum(-1) / mask.sum(-1).clamp_min(1)).mean()
 
 
-def _feed_back(window: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """The next input window: drop the oldest frames, append ``pred``; padded channels (``mask`` 0) keep
-    their input value, as in :func:`scifm.dpot.rollout.rollout`."""
-    t_out = pred.shape[-2]
-    if pred.shape[-1] < window.shape[-1]:
-        pred = torch.cat([pred, window[..., -t_out:, pred.shape[-1] :]], -1)
-    if mask is not None:
-        m = mask.reshape(mask.shape[0], *([1] * (pred.dim() - 2)), mask.shape[-1]).to(torch.bool)
-        pred = torch.where(m, pred, window[..., -1:, :])
-    return torch.cat([window[..., t_out:, :], pred], -2)
+def draw_unroll(unroll: int, generator: torch.Generator | None = None) -> int:
+    """The rollout step to train this batch on: 1, or k ~ U{1..unroll} (pushforward)."""
+    return 1 if unroll <= 1 else int(torch.randint(1, unroll + 1, (1,), generator=generator))
 
 
 def loss_fn(
@@ -80,7 +74,7 @@ def loss_fn(
             raise ValueError(f"unroll={unroll} needs {unroll * t_out} target frames, the batch has {have}")
         with torch.no_grad():
             for _ in range(unroll - 1):
-                window = _feed_back(window, model(window), mask)
+                window = feed_back(window, model(window), mask)[1]
         y = y[..., (unroll - 1) * t_out :, :]
     pred = model(window)
     n = pred.shape[-1]
@@ -101,8 +95,7 @@ class DPOTTask(Task):
     def loss(self, batch, stage):
         if stage != "train":
             return loss_fn(self.model, batch)
-        k = 1 if self.unroll <= 1 else int(torch.randint(1, self.unroll + 1, (1,)))
-        return loss_fn(self.model, batch, self.noise_scale, unroll=k)
+        return loss_fn(self.model, batch, self.noise_scale, unroll=draw_unroll(self.unroll))
 
 
 def onecycle_lr(
@@ -172,8 +165,7 @@ def train_budgeted(
         for g in opt.param_groups:
             g["lr"] = onecycle_lr(frac, lr, pct_start, div_factor)
         batch = sample_batch()
-        k = 1 if unroll <= 1 else int(torch.randint(1, unroll + 1, (1,), generator=pick))
-        loss, _ = loss_fn(model, batch, noise_scale, generator=gen, unroll=k)
+        loss, _ = loss_fn(model, batch, noise_scale, generator=gen, unroll=draw_unroll(unroll, pick))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
