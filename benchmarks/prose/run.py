@@ -184,11 +184,21 @@ def _dipeptides(n: int, seed: int) -> list[str]:
     return [pairs[i] for i in rng.permutation(len(pairs))[:n]]
 
 
+def transfer_split(n_train: int, n_test: int, seed: int) -> tuple[list[str], list[str]]:
+    """Random zwitterionic dipeptides: n_train for training, then n_test unseen ones whose two residues
+    both occur somewhere in the training set (zero-shot on new sequences, not on new amino acids)."""
+    seqs = _dipeptides(400, seed)
+    train = seqs[:n_train]
+    seen = {c for s in train for c in s}
+    test = [s for s in seqs[n_train:] if set(s) <= seen][:n_test]
+    return train, test
+
+
 def bench_transfer(a, wd: Path) -> list[dict]:
     q = a.quick
     n_train, n_test = (3, 1) if q else (a.n_train, a.n_test)
-    seqs = _dipeptides(n_train + n_test, a.seed)
-    train, test = seqs[:n_train], seqs[n_train:]
+    train, test = transfer_split(n_train, n_test, a.seed)
+    seqs = train + test
     frames, interval, warm = (60, 100, 1000) if q else (a.transfer_ns * 1000, 1000, 50_000)
     data = wd / "dipeptides.h5"
     _peptide_md(a, data, seqs, frames, interval, warm)

@@ -97,7 +97,19 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval-steps", type=int, default=1_000, help="MD steps between frames (1 fs each)")
     p.add_argument("--timestep-fs", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=1, help="parallel processes (one sequence each)")
-    p.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "auto"])
+    p.add_argument("--platform", default="CPU", choices=["CPU", "Reference", "CUDA", "OpenCL", "auto"])
+    p.add_argument(
+        "--force-field",
+        default=None,
+        choices=["amber14-obc1", "amber99sbildn-obc"],
+        help="default: amber14-obc1 for zwitterionic peptides (ManyPeptidesMD), amber99sbildn-obc for capped "
+        "ones; amber99sbildn-obc (native GBSAOBCForce) runs ~14x faster on one core for zwitterions too",
+    )
+    p.add_argument(
+        "--parts-dir",
+        default=None,
+        help="also write each finished sequence to DIR/<name>.h5 and reuse those found there (resume)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
 
@@ -147,6 +159,8 @@ def run_data(args) -> int:
         warmup_steps=args.warmup_steps,
         frame_interval_steps=args.interval_steps,
         timestep_fs=args.timestep_fs,
+        force_field=args.force_field,
+        parts_dir=args.parts_dir,
     )
     summary["ns_per_day_per_worker"] = (
         summary["simulated_ns"] / max(sum(summary["per_system_wall_s"].values()), 1e-9) * 86400
@@ -175,13 +189,24 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default="tarflow",
-        choices=["tarflow", "icflow"],
+        choices=["tarflow", "icflow", "ictransfer"],
         help="tarflow: transferable Prose flow on Cartesian tokens; icflow: single-system Boltzmann "
-        "generator on internal coordinates (one training system)",
+        "generator on internal coordinates (one training system); ictransfer: transferable flow on "
+        "per-atom internal coordinates (force-field standardised, zero-shot on new sequences)",
     )
-    p.add_argument("--ic-layers", type=int, default=None, help="icflow: coupling layers (even, default 12)")
-    p.add_argument("--ic-hidden", type=int, default=None, help="icflow: conditioner width (default 256)")
-    p.add_argument("--ic-bins", type=int, default=None, help="icflow: spline bins (default 8)")
+    p.add_argument(
+        "--ic-layers",
+        type=int,
+        default=None,
+        help="icflow: coupling layers (even, default 12); ictransfer: couplings (multiple of 4, default 12)",
+    )
+    p.add_argument(
+        "--ic-hidden",
+        type=int,
+        default=None,
+        help="icflow: conditioner width (default 256); ictransfer: transformer width (default 128)",
+    )
+    p.add_argument("--ic-bins", type=int, default=None, help="icflow/ictransfer: spline bins (default 8)")
     p.add_argument("--size", default="tiny", help="tiny, small, base, medium, paper")
     p.add_argument("--channels", type=int, default=None)
     p.add_argument("--num-blocks", type=int, default=None)
@@ -241,7 +266,24 @@ def run_train(args) -> int:
         [src.coordinates(n, lo, hi, args.stride) for n, (lo, hi) in train_r.items()]
     )
     torch.manual_seed(args.seed)
-    train_ds = FrameDataset(src, train_r, std, stride=args.stride)
+    collate_fn = collate
+    if args.model == "ictransfer":
+        from scifm.prose.ictransfer import (
+            ICTransferConfig,
+            ICTransferFlow,
+            ICTransferTask,
+            TokenDataset,
+            collate_tokens,
+        )
+
+        train_ds = TokenDataset(src, train_r, std, stride=args.stride)
+        val_ds = TokenDataset(src, val_r, std, stride=args.stride) if val_r else None
+        sizes = dict(d_model=args.ic_hidden, n_couplings=args.ic_layers, n_bins=args.ic_bins)
+        model = ICTransferFlow(ICTransferConfig(std_nm=std, **{k: v for k, v in sizes.items() if v}))
+        cfg, task_cls, collate_fn = model.config, ICTransferTask, collate_tokens
+    else:
+        train_ds = FrameDataset(src, train_r, std, stride=args.stride)
+        val_ds = FrameDataset(src, val_r, std, stride=args.stride) if val_r else None
     if args.model == "icflow":
         from scifm.prose.icflow import ICFlowTask, make_icflow
 
@@ -255,7 +297,7 @@ def run_train(args) -> int:
         )
         cfg = model.config
         task_cls = ICFlowTask
-    else:
+    elif args.model == "tarflow":
         cfg = make_config(
             args.size,
             channels=args.channels,
@@ -266,18 +308,17 @@ def run_train(args) -> int:
         )
         model = ProseFlow(cfg)
         task_cls = ProseTask
-    val_ds = FrameDataset(src, val_r, std, stride=args.stride) if val_r else None
     g = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
         train_ds,
         batch_size=args.batch_size,
         shuffle=True,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         generator=g,
         drop_last=len(train_ds) > args.batch_size,
     )
     val_loader = (
-        torch.utils.data.DataLoader(val_ds, batch_size=args.batch_size, collate_fn=collate)
+        torch.utils.data.DataLoader(val_ds, batch_size=args.batch_size, collate_fn=collate_fn)
         if val_ds is not None and len(val_ds)
         else None
     )
@@ -336,7 +377,7 @@ def run_train(args) -> int:
         final=last,
     )
     write_json(run_dir / "metrics.json", _clean(metrics))
-    label = "Prose" if args.model == "tarflow" else "IC flow"
+    label = {"tarflow": "Prose", "icflow": "IC flow", "ictransfer": "transferable IC flow"}[args.model]
     n_par = avg.n_parameters()
     print(f"trained {label} ({n_par:,} parameters) on {len(train_ds)} frames -> {run_dir / 'model'}")
     return 0
@@ -350,7 +391,7 @@ def _common_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-reference", type=int, default=10_000, help="reference frames used for metrics")
     p.add_argument("--metric-points", type=int, default=3000, help="points per side in the exact W2 problems")
     p.add_argument("--workers", type=int, default=1, help="processes for target energies")
-    p.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "auto"])
+    p.add_argument("--platform", default="CPU", choices=["CPU", "Reference", "CUDA", "OpenCL", "auto"])
     p.add_argument(
         "--com-correction",
         default=None,
@@ -404,15 +445,17 @@ class _Context:
             raise DataError(args.model, "model run not found")
         self.flow, self.meta = load_run(args.model, device=args.device)
         from scifm.prose.icflow import ICFlow
+        from scifm.prose.ictransfer import ICTransferFlow
 
-        self.is_icflow = isinstance(self.flow, ICFlow)
+        self.is_transfer_ic = isinstance(self.flow, ICTransferFlow)
+        self.is_icflow = isinstance(self.flow, ICFlow) or self.is_transfer_ic
         if self.is_icflow:
             if args.com_correction not in (None, "gaussian"):
                 raise ConfigError(
                     f"an IC flow draws its centroid from N(0, I/N): --com-correction must be gaussian, "
                     f"got {args.com_correction}"
                 )
-            if self.name not in self.meta.get("systems", []):
+            if not self.is_transfer_ic and self.name not in self.meta.get("systems", []):
                 raise ConfigError(
                     f"{args.model} is an IC flow of {self.meta.get('systems')}; it cannot sample {self.name}"
                 )
@@ -430,9 +473,10 @@ class _Context:
             ff = default_force_field(capped)
             self.topology, T = pep.topology, FORCE_FIELDS[ff]["temperature_K"]
         self.force_field, self.temperature_K = ff, T
-        self.omm = OpenMMEnergy(
-            create_system(self.topology, ff), T, n_workers=args.workers, platform=args.platform
-        )
+        system = create_system(self.topology, ff)
+        if self.is_transfer_ic:
+            self.flow = self.flow.bind(self.topology, system, T)
+        self.omm = OpenMMEnergy(system, T, n_workers=args.workers, platform=args.platform)
         self.target = TargetEnergy(self.omm, self.flow.config.std_nm)
         self.sampler = ProseSampler(
             self.flow, self.topology, self.target, args.com_correction, args.batch_size

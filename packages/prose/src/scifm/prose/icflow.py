@@ -213,6 +213,30 @@ def cartesian_log_jacobian(ic: torch.Tensor, zmatrix: list[list[int]]) -> torch.
     return 2 * torch.log(b).sum(-1) + torch.log(torch.sin(a).abs().clamp_min(1e-12)).sum(-1)
 
 
+def _log_com(c: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """log N(c; 0, I/N) of centroids c [B, 3]."""
+    s2 = 1.0 / n_atoms
+    return -(c**2).sum(-1) / (2 * s2) - 1.5 * math.log(2 * math.pi * s2)
+
+
+def rigid_log_prob(x: torch.Tensor, ic: torch.Tensor, zmatrix) -> torch.Tensor:
+    """log q(x) - log q_ic(ic) [B]: centroid N(0, I/N), uniform rotation, minus log J (module docstring)."""
+    return _log_com(x.mean(1), x.shape[1]) - LOG_8PI2 - cartesian_log_jacobian(ic, zmatrix)
+
+
+def place_rigidly(y: torch.Tensor, ic: torch.Tensor, lq_ic: torch.Tensor, zmatrix, generator=None):
+    """Canonical-frame conformations y [B, N, 3] (from `cartesian_from_ic`) -> (x, log q(x)): centred,
+    uniformly rotated, centroid drawn from N(0, I/N)."""
+    from scifm.prose.train import random_rotations
+
+    b, n = y.shape[:2]
+    y = y - y.mean(1, keepdim=True)
+    R = random_rotations(b, y.dtype, generator).to(y.device)
+    c = torch.randn(b, 1, 3, generator=generator, dtype=y.dtype).to(y.device) / math.sqrt(n)
+    x = torch.einsum("bij,bnj->bni", R, y) + c
+    return x, lq_ic + rigid_log_prob(x, ic, zmatrix)
+
+
 # -------------------------------------------------------------------------- rational-quadratic spline
 def rq_spline(
     x: torch.Tensor,
@@ -401,30 +425,16 @@ class ICFlow(nn.Module):
             raise DataError("icflow", f"expected {self.n_atoms} atoms, got {x.shape[1]}")
         x = x.to(self.mean.dtype)
         ic = ic_from_cartesian(x, self.config.zmatrix)
-        rigid = self._log_com(x.mean(1)) - LOG_8PI2
-        return self.log_prob_ic(ic) + rigid - cartesian_log_jacobian(ic, self.config.zmatrix)
-
-    def _log_com(self, c: torch.Tensor) -> torch.Tensor:
-        """log N(c; 0, I/N) of centroids c [B, 3]."""
-        s2 = 1.0 / self.n_atoms
-        return -(c**2).sum(-1) / (2 * s2) - 1.5 * math.log(2 * math.pi * s2)
+        return self.log_prob_ic(ic) + rigid_log_prob(x, ic, self.config.zmatrix)
 
     def sample(self, n: int, cond=None, perms=None, batch_size: int = 1024, generator=None, progress=None):
         """n samples (x [n, N, 3], log q(x) [n]) in standardised Cartesian units."""
-        from scifm.prose.train import random_rotations
 
         def draw(b: int):
             with torch.no_grad():
                 ic, lq = self.sample_ic(b, generator)
             y = cartesian_from_ic(ic, self.config.zmatrix)
-            y = y - y.mean(1, keepdim=True)
-            R = random_rotations(b, y.dtype, generator).to(y.device)
-            c = torch.randn(b, 1, 3, generator=generator, dtype=y.dtype).to(y.device) / math.sqrt(
-                self.n_atoms
-            )
-            x = torch.einsum("bij,bnj->bni", R, y) + c
-            rigid = self._log_com(c[:, 0]) - LOG_8PI2
-            return x, lq + rigid - cartesian_log_jacobian(ic, self.config.zmatrix)
+            return place_rigidly(y, ic, lq, self.config.zmatrix, generator)
 
         return sample_in_batches(n, batch_size, draw, progress)
 

@@ -16,6 +16,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -47,6 +48,8 @@ def settings_for(capped: bool, **overrides) -> MDSettings:
     for k, v in overrides.items():
         if v is not None:
             setattr(s, k, type(getattr(s, k))(v))
+    if s.force_field not in FORCE_FIELDS:
+        raise ConfigError(f"unknown force field {s.force_field!r} (known: {sorted(FORCE_FIELDS)})")
     if s.timestep_fs <= 0 or s.frame_interval_steps < 1 or s.warmup_steps < 0 or s.temperature_K <= 0:
         raise ConfigError(f"invalid MD settings {s}")
     return s
@@ -143,11 +146,15 @@ def generate(
     workers: int = 1,
     platform: str = "CPU",
     progress: bool = True,
+    parts_dir: str | os.PathLike | None = None,
     **overrides,
 ) -> dict:
     """MD for every system in `names` (e.g. "AK", "Ace-A-Nme"), written to `out` (peptide_md HDF5).
 
-    Each system's seed is `seed + its position in names`. Returns a summary dict.
+    Each system's seed is `seed + its position in names`. With `parts_dir`, every finished system is also
+    written there as `<name>.h5` (atomically) the moment it ends, and a system whose part file already
+    holds a trajectory made with the same settings, seed and frame count is read back instead of simulated
+    again: a long run that is interrupted resumes where it stopped. Returns a summary dict.
     """
     from tqdm.auto import tqdm
 
@@ -166,11 +173,23 @@ def generate(
     ]
     t0 = time.perf_counter()
     results = {}
+    parts = None if parts_dir is None else Path(parts_dir)
+    if parts is not None:
+        for job in list(jobs):
+            r = _read_part(parts / f"{job[0]}.h5", job)
+            if r is not None:
+                results[job[0]] = r
+                jobs.remove(job)
+
+    def finished(r: dict) -> None:
+        results[r["name"]] = r
+        if parts is not None:
+            _write_part(parts / f"{r['name']}.h5", r)
+
     bar = tqdm(total=n_frames * len(jobs), unit="frame", disable=not progress, desc="peptide MD")
     if workers <= 1:
         for job in jobs:
-            r = run_md(*job, progress=bar.update)
-            results[r["name"]] = r
+            finished(run_md(*job, progress=bar.update))
     else:
         ctx = mp.get_context("spawn")
         queue = ctx.Manager().Queue()
@@ -180,11 +199,10 @@ def generate(
             while pending:
                 while not queue.empty():
                     bar.update(queue.get())
-                finished = {f for f in pending if f.done()}
-                for f in finished:
-                    r = f.result()
-                    results[r["name"]] = r
-                pending -= finished
+                done = {f for f in pending if f.done()}
+                for f in done:
+                    finished(f.result())
+                pending -= done
                 time.sleep(0.2)
             while not queue.empty():
                 bar.update(queue.get())
@@ -196,7 +214,8 @@ def generate(
         records.append(record_from_topology(n, top, r["coordinates"], r["pdb"], r["attrs"]))
     write_peptide_md(out, records)
     wall = time.perf_counter() - t0
-    sim_ns = sum(r["coordinates"].shape[0] for r in results.values()) * jobs[0][2].frame_interval_ps / 1000
+    interval_ps = next(iter(results.values()))["attrs"]["frame_interval_ps"]
+    sim_ns = sum(r["coordinates"].shape[0] for r in results.values()) * interval_ps / 1000
     return dict(
         out=str(out),
         systems=canon,
@@ -206,4 +225,56 @@ def generate(
         per_system_wall_s={n: results[n]["wall_s"] for n in canon},
         workers=workers,
         platform=platform,
+        resumed=sorted(n for n in canon if results[n].get("resumed")),
     )
+
+
+def _write_part(path: Path, r: dict) -> None:
+    from scifm.prose.data import record_from_topology, write_peptide_md
+    from scifm.prose.peptides import topology_from_pdb
+
+    top, _ = topology_from_pdb(r["pdb"])
+    attrs = dict(r["attrs"], wall_s=float(r["wall_s"]))
+    write_peptide_md(path, [record_from_topology(r["name"], top, r["coordinates"], r["pdb"], attrs)])
+
+
+def _read_part(path: Path, job: tuple) -> dict | None:
+    """The finished trajectory of `job` from its part file, or None when it is missing or was made with
+    other settings (then it is simulated again and the part file replaced)."""
+    from scifm.core.errors import DataError
+    from scifm.prose.data import PeptideMDFile
+
+    name, n_frames, settings, seed, _ = job
+    if not path.is_file():
+        return None
+    try:
+        src = PeptideMDFile(path)
+    except DataError:
+        return None
+    info = src.info.get(name)
+    if info is None or info["n_frames"] != n_frames or int(info["seed"]) != int(seed):
+        return None
+    for k, v in asdict(settings).items():
+        if k not in info or (str(info[k]) != str(v) and not _close(info[k], v)):
+            return None
+    attrs = {k: v for k, v in info.items() if k not in ("n_frames", "n_atoms", "topology_pdb", "wall_s")}
+    for k in ("force_field_files",):
+        if isinstance(attrs.get(k), str) and attrs[k].startswith("["):
+            import json
+
+            attrs[k] = json.loads(attrs[k])
+    return dict(
+        name=name,
+        coordinates=src.coordinates(name).astype(np.float32),
+        pdb=info["topology_pdb"],
+        attrs=attrs,
+        wall_s=float(info.get("wall_s", 0.0)),
+        resumed=True,
+    )
+
+
+def _close(a, b) -> bool:
+    try:
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+    except (TypeError, ValueError):
+        return False

@@ -159,8 +159,9 @@ def jsd_macrostates(ref: np.ndarray, gen: np.ndarray, k: int = 20, seed: int = 0
     gen = np.ascontiguousarray(gen, dtype=np.float64)
     k = int(min(k, len(ref)))
     km = KMeans(n_clusters=k, fixed_seed=seed, max_iter=200, n_jobs=1).fit(ref).fetch_model()
-    p = np.bincount(km.transform(ref), minlength=k).astype(np.float64)
-    q = np.bincount(km.transform(gen), minlength=k).astype(np.float64)
+    lr, lg = km.transform(ref), km.transform(gen)  # -1 marks a row with non-finite features
+    p = np.bincount(lr[lr >= 0], minlength=k).astype(np.float64)
+    q = np.bincount(lg[lg >= 0], minlength=k).astype(np.float64)
     return js_divergence(p, q)
 
 

@@ -70,10 +70,14 @@ class ProseTask(Task):
 def export_run(run_dir: str | Path, model: ProseFlow, meta: dict) -> Path:
     from scifm.prose.icflow import MODEL_NAME as IC_NAME
     from scifm.prose.icflow import ICFlow
+    from scifm.prose.ictransfer import MODEL_NAME as ICT_NAME
+    from scifm.prose.ictransfer import ICTransferFlow
 
+    name = IC_NAME if isinstance(model, ICFlow) else MODEL_NAME
+    name = ICT_NAME if isinstance(model, ICTransferFlow) else name
     return save_model(
         Path(run_dir) / "model",
-        name=IC_NAME if isinstance(model, ICFlow) else MODEL_NAME,
+        name=name,
         config=model.config.to_dict(),
         state_dict=model.state_dict(),
         meta=meta,
@@ -94,8 +98,16 @@ def load_run(path: str | Path, device: str = "cpu") -> tuple[ProseFlow, dict]:
         model = ICFlow(ICFlowConfig.from_dict(config)).to(device)
         model.load_state_dict(state)
         return model.eval(), meta or {}
+    if name == "prose-ictransfer":
+        from scifm.prose.ictransfer import ICTransferConfig, ICTransferFlow
+
+        model = ICTransferFlow(ICTransferConfig.from_dict(config)).to(device)
+        model.load_state_dict(state)
+        return model.eval(), meta or {}
     if name != MODEL_NAME:
-        raise DataError(p, f"model {name!r} is not a Prose flow ({MODEL_NAME!r} or 'prose-icflow')")
+        raise DataError(
+            p, f"model {name!r} is not a Prose flow ({MODEL_NAME!r}, 'prose-icflow' or 'prose-ictransfer')"
+        )
     model = ProseFlow(ProseConfig.from_dict(config)).to(device)
     model.load_state_dict(state)
     return model.eval(), meta or {}

@@ -1,0 +1,504 @@
+"""A transferable internal-coordinate flow: one model for many peptides, zero-shot on new sequences.
+
+The single-system IC flow (`icflow.py`) has one conditioner per coupling sized for one molecule. Here a
+molecule becomes a sequence of *tokens*, one per atom in Z-matrix placement order (`build_zmatrix`), each
+carrying up to three internal coordinates (bond b, angle a, torsion t; the first three atoms carry fewer).
+Couplings transform a subset of the (token, coordinate) entries with rational-quadratic splines whose
+parameters come from a transformer over all tokens of the molecule, so the same weights apply to any
+peptide:
+
+* token features: Prose atom class, residue type and index, the digit of the Amber name (HB2 vs HB3: the
+  two prochiral hydrogens of a CH2 share a class but sit on opposite sides), the classes of the three
+  reference atoms j, k, l of its Z-matrix row, the torsion kind (proper, or relative to a sibling) and the
+  row kind; attention carries a learned per-head bias of the bond-graph distance between the two atoms;
+* standardisation from the force field, not from data, so it transfers: bond b ~ (b - r0) / sqrt(kT / k_b)
+  and angle a ~ (a - theta0) / sqrt(kT / k_theta) with r0, k_b, theta0, k_theta the molecule's own
+  harmonic terms (OpenMM `HarmonicBondForce` / `HarmonicAngleForce`, E = k/2 (r - r0)^2); base N(0, 1) for
+  bonds and angles (splines on [-B, B], identity tails), uniform on [-pi, pi] for torsions;
+* couplings in cycles of four: torsions of one token half | torsions of the other half | bonds and angles
+  of one half | of the other half; the first cycle splits tokens by parity, later cycles by fixed random
+  bits (`mask_seed`).
+
+A model is bound to one molecule (`bind(topology, system, temperature_K)`) to sample and evaluate
+Cartesian densities exactly like `ICFlow` (uniform rotation, centroid ~ N(0, I/N), Jacobian of the
+Z-matrix; `com_correction="gaussian"` makes SNIS/SMC weights exact).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scifm.core.errors import ConfigError, DataError
+from scifm.prose.icflow import (
+    build_zmatrix,
+    cartesian_from_ic,
+    ic_from_cartesian,
+    place_rigidly,
+    rigid_log_prob,
+    rq_spline,
+)
+from scifm.prose.tarflow import sample_in_batches, strict_from_dict
+
+__all__ = [
+    "BoundICTransfer",
+    "ICTransferConfig",
+    "ICTransferFlow",
+    "ICTransferTask",
+    "TokenDataset",
+    "collate_tokens",
+    "ic_to_tokens",
+    "molecule_graph",
+    "tokens_to_ic",
+]
+
+MODEL_NAME = "prose-ictransfer"
+ROW_KINDS = 4  # rows 0, 1, 2 and full rows
+GRAPH_KEYS = ("mean", "std", "present", "tokens", "dist")
+_IS_T = torch.tensor([False, False, True])  # per-token components: bond, angle, torsion
+
+
+@dataclass
+class ICTransferConfig:
+    std_nm: float = 0.1  # Cartesian scale (nm per standardised unit), as in ProseConfig
+    d_model: int = 128
+    n_heads: int = 4
+    n_couplings: int = 12  # multiple of 4
+    layers_per_coupling: int = 2
+    n_bins: int = 8
+    tail_bound: float = 5.0
+    max_distance: int = 8  # bond-graph distances are clipped here
+    mask_seed: int = 0
+    atom_vocab: int = 64
+    residue_vocab: int = 24
+    max_residues: int = 16
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ICTransferConfig:
+        return strict_from_dict(cls, d, "ictransfer")
+
+
+# ------------------------------------------------------------------------------------ molecule graph
+def _harmonic_terms(system) -> tuple[dict, dict]:
+    """{(i, j): (r0 nm, k kJ/mol/nm^2)} and {(i, j, k): (theta0 rad, k kJ/mol/rad^2)} of a System."""
+    import openmm as mm
+    import openmm.unit as u
+
+    bonds, angles = {}, {}
+    for f in system.getForces():
+        if isinstance(f, mm.HarmonicBondForce):
+            for n in range(f.getNumBonds()):
+                i, j, r0, k = f.getBondParameters(n)
+                val = (r0.value_in_unit(u.nanometer), k.value_in_unit(u.kilojoule_per_mole / u.nanometer**2))
+                bonds[(i, j)] = bonds[(j, i)] = val
+        elif isinstance(f, mm.HarmonicAngleForce):
+            for n in range(f.getNumAngles()):
+                i, j, k, t0, kt = f.getAngleParameters(n)
+                val = (t0.value_in_unit(u.radian), kt.value_in_unit(u.kilojoule_per_mole / u.radian**2))
+                angles[(i, j, k)] = angles[(k, j, i)] = val
+    return bonds, angles
+
+
+def _graph_distances(n: int, bonds) -> torch.Tensor:
+    adj: list[list[int]] = [[] for _ in range(n)]
+    for a, b in bonds:
+        adj[a].append(b)
+        adj[b].append(a)
+    d = torch.full((n, n), n, dtype=torch.long)
+    for s in range(n):
+        d[s, s] = 0
+        q = deque([s])
+        while q:
+            v = q.popleft()
+            for w in adj[v]:
+                if d[s, w] == n:
+                    d[s, w] = d[s, v] + 1
+                    q.append(w)
+    return d
+
+
+def _name_digit(name: str) -> int:
+    return int(name[-1]) if name and name[-1].isdigit() else 0
+
+
+def molecule_graph(topology, system, temperature_K: float, std_nm: float) -> dict:
+    """Everything the flow needs about one molecule, in token (placement) order.
+
+    Returns {"zmatrix": rows, "mean"/"std" [N, 3] (standardised length units / radians; torsions 0 / 1),
+    "present" [N, 3] bool, "tokens" [N, 9] long, "dist" [N, N] long}. Raises ConfigError when a bond or
+    angle of the Z-matrix has no harmonic term in `system`.
+    """
+    from scifm.prose.encoding import encode_topology
+    from scifm.prose.peptides import kT_kJ_per_mol
+
+    atoms = list(topology.atoms())
+    n = len(atoms)
+    bond_list = [(b[0].index, b[1].index) for b in topology.bonds()]
+    elements = [a.element.symbol if a.element is not None else "X" for a in atoms]
+    zm = build_zmatrix(n, bond_list, elements)
+    enc = {k: torch.as_tensor(v) for k, v in encode_topology(topology).items()}
+    kT = kT_kJ_per_mol(temperature_K)
+    hb, ha = _harmonic_terms(system)
+    mean = torch.zeros(n, 3, dtype=torch.float64)
+    std = torch.ones(n, 3, dtype=torch.float64)
+    present = torch.zeros(n, 3, dtype=torch.bool)
+    tokens = torch.zeros(n, 9, dtype=torch.long)
+    for r, (i, j, k, l) in enumerate(zm):
+        if j >= 0:
+            if (i, j) not in hb:
+                names = f"{atoms[i].name}-{atoms[j].name}"
+                raise ConfigError(f"no harmonic bond term for atoms {i}-{j} ({names})")
+            r0, kb = hb[(i, j)]
+            mean[r, 0], std[r, 0], present[r, 0] = r0 / std_nm, math.sqrt(kT / kb) / std_nm, True
+        if k >= 0:
+            if (i, j, k) not in ha:
+                names = "-".join(atoms[a].name for a in (i, j, k))
+                raise ConfigError(f"no harmonic angle term for atoms {i}-{j}-{k} ({names})")
+            t0, kt = ha[(i, j, k)]
+            mean[r, 1], std[r, 1], present[r, 1] = t0, math.sqrt(kT / kt), True
+        if l >= 0:
+            present[r, 2] = True
+        sibling = l >= 0 and any(b in ((j, l), (l, j)) for b in bond_list)
+        tokens[r] = torch.tensor(
+            [
+                enc["atom_type"][i],
+                enc["residue_type"][i],
+                enc["residue_index"][i],
+                _name_digit(atoms[i].name),
+                enc["atom_type"][j] if j >= 0 else 0,
+                enc["atom_type"][k] if k >= 0 else 0,
+                enc["atom_type"][l] if l >= 0 else 0,
+                (2 if sibling else 1) if l >= 0 else 0,
+                min(r, 3),
+            ]
+        )
+    order = torch.tensor([row[0] for row in zm])
+    dist = _graph_distances(n, bond_list)[order][:, order]
+    return dict(zmatrix=zm, mean=mean.float(), std=std.float(), present=present, tokens=tokens, dist=dist)
+
+
+def ic_to_tokens(ic: torch.Tensor) -> torch.Tensor:
+    """ic [B, 3N - 6] (`icflow` layout) -> per-token values [B, N, 3] (zeros where absent)."""
+    B, D = ic.shape
+    n = (D + 6) // 3
+    v = ic.new_zeros(B, n, 3)
+    v[:, 1, 0] = ic[:, 0]
+    v[:, 2, 0], v[:, 2, 1] = ic[:, 1], ic[:, 2]
+    v[:, 3:] = ic[:, 3:].view(B, n - 3, 3)
+    return v
+
+
+def tokens_to_ic(v: torch.Tensor) -> torch.Tensor:
+    """Inverse of `ic_to_tokens` for one molecule (v [B, N, 3])."""
+    B = v.shape[0]
+    return torch.cat([v[:, 1, :1], v[:, 2, :2], v[:, 3:].reshape(B, -1)], -1)
+
+
+# ---------------------------------------------------------------------------------------- the model
+class _TokenEmbedding(nn.Module):
+    def __init__(self, cfg: ICTransferConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.tables = nn.ModuleList(
+            [
+                nn.Embedding(cfg.atom_vocab, d),  # atom class
+                nn.Embedding(cfg.residue_vocab, d),
+                nn.Embedding(cfg.max_residues + 1, d),
+                nn.Embedding(10, d),  # digit of the name
+                nn.Embedding(cfg.atom_vocab, d),  # class of j
+                nn.Embedding(cfg.atom_vocab, d),  # of k
+                nn.Embedding(cfg.atom_vocab, d),  # of l
+                nn.Embedding(3, d),  # torsion kind
+                nn.Embedding(ROW_KINDS, d),
+            ]
+        )
+        self.limits = [cfg.atom_vocab, cfg.residue_vocab, cfg.max_residues + 1, 10] + [cfg.atom_vocab] * 3
+        self.limits += [3, ROW_KINDS]
+        self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        t = torch.minimum(tokens, torch.tensor(self.limits, device=tokens.device) - 1)
+        h = sum(table(t[..., c]) for c, table in enumerate(self.tables))
+        return self.mlp(h)
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer layer with an additive attention bias [B, H, N, N] (plain modules, so eval and
+    no-grad use the same kernels as training)."""
+
+    def __init__(self, d: int, n_heads: int):
+        super().__init__()
+        self.h = n_heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        B, N, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, N, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        x = x + self.proj(a.transpose(1, 2).reshape(B, N, d))
+        return x + self.mlp(self.ln2(x))
+
+
+class _Coupling(nn.Module):
+    """Transform the entries of `sel` (a [N_max, 3] pattern) given all other present entries."""
+
+    def __init__(self, cfg: ICTransferConfig, sel: torch.Tensor):
+        super().__init__()
+        d, self.K, self.H = cfg.d_model, cfg.n_bins, cfg.n_heads
+        self.bound = float(cfg.tail_bound)
+        self.register_buffer("sel", sel, persistent=False)
+        self.inp = nn.Linear(10, d)
+        self.dist_bias = nn.Embedding(cfg.max_distance + 1, cfg.n_heads)
+        self.max_distance = cfg.max_distance
+        self.blocks = nn.ModuleList(_Block(d, cfg.n_heads) for _ in range(cfg.layers_per_coupling))
+        self.head = nn.Linear(d, 3 * (3 * self.K + 1))
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def mask(self, present: torch.Tensor) -> torch.Tensor:
+        return present & self.sel[: present.shape[1]]
+
+    def forward(self, u, h0, graph, inverse: bool = False):
+        present, dist = graph["present"], graph["dist"]
+        B, N, _ = u.shape
+        m = self.mask(present)
+        c = present & ~m
+        cf, mf = c.to(u.dtype), m.to(u.dtype)
+        feats = torch.cat(
+            [
+                u[..., :2] * cf[..., :2],
+                torch.cos(u[..., 2:]) * cf[..., 2:],
+                torch.sin(u[..., 2:]) * cf[..., 2:],
+                cf,
+                mf,
+            ],
+            -1,
+        )
+        real = graph.get("real")  # padded batches say which tokens are atoms; one molecule: all are
+        bias = self.dist_bias(dist.clamp_max(self.max_distance)).permute(0, 3, 1, 2)  # [B, H, N, N]
+        if real is not None:
+            bias = bias.masked_fill(~real[:, None, None, :], float("-inf"))
+        h = h0 + self.inp(feats)
+        bias = bias.to(h.dtype)
+        for blk in self.blocks:
+            h = blk(h, bias)
+        p = self.head(h).view(B, N, 3, 3 * self.K + 1)
+        w, hh, d = p[..., : self.K], p[..., self.K : 2 * self.K], p[..., 2 * self.K :]
+        is_t = _IS_T.to(u.device)
+        bound = torch.where(is_t, math.pi, self.bound).to(u.dtype).expand_as(u)
+        d = torch.where(is_t[:, None], d, F.pad(d[..., 1:-1], (1, 1)))
+        inside = m & (is_t | (u.abs() < bound))
+        x = torch.where(inside, u, torch.zeros_like(u)) / bound
+        y, ld = rq_spline(x.clamp(-1, 1), w, hh, d, 1.0, inverse=inverse)
+        out = torch.where(inside, y * bound, u)
+        ld = torch.where(inside, ld, torch.zeros_like(ld))
+        return out, ld.sum((-1, -2))
+
+
+def _patterns(cfg: ICTransferConfig, n_max: int = 512) -> list[torch.Tensor]:
+    if cfg.n_couplings < 4 or cfg.n_couplings % 4:
+        raise ConfigError(f"ictransfer: n_couplings must be a positive multiple of 4, got {cfg.n_couplings}")
+    out = []
+    r = torch.arange(n_max)
+    for cycle in range(cfg.n_couplings // 4):
+        if cycle == 0:
+            bits = r % 2 == 0
+        else:
+            g = torch.Generator().manual_seed(cfg.mask_seed * 1000 + cycle)
+            bits = torch.randint(0, 2, (n_max,), generator=g).bool()
+        for comps, half in (((2,), bits), ((2,), ~bits), ((0, 1), bits), ((0, 1), ~bits)):
+            sel = torch.zeros(n_max, 3, dtype=torch.bool)
+            for c in comps:
+                sel[:, c] = half
+            out.append(sel)
+    return out
+
+
+class ICTransferFlow(nn.Module):
+    """Transferable spline flow over per-atom internal coordinates (see the module docstring)."""
+
+    def __init__(self, config: ICTransferConfig | dict | None = None, **kwargs):
+        super().__init__()
+        if isinstance(config, dict):
+            config = ICTransferConfig.from_dict(config)
+        cfg = config or ICTransferConfig(**kwargs)
+        if cfg.d_model % cfg.n_heads:
+            raise ConfigError(f"ictransfer: d_model {cfg.d_model} not divisible by n_heads {cfg.n_heads}")
+        self.config = cfg
+        self.embed = _TokenEmbedding(cfg)
+        self.couplings = nn.ModuleList(_Coupling(cfg, sel) for sel in _patterns(cfg))
+
+    @staticmethod
+    def _base_logp(z, present):
+        gauss = -0.5 * z**2 - 0.5 * math.log(2 * math.pi)
+        lp = torch.where(_IS_T.to(z.device), -math.log(2 * math.pi), gauss)
+        return (lp * present.to(z.dtype)).sum((-1, -2))
+
+    def forward_tokens(self, v: torch.Tensor, graph: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token ic v [B, N, 3] -> base variables z [B, N, 3] and log|det dz/dv| [B] over the present
+        entries (graph tensors batched [B, ...]; absent entries are zero in z and ignored)."""
+        present = graph["present"]
+        u = torch.where(_IS_T.to(v.device), v, (v - graph["mean"]) / graph["std"]) * present.to(v.dtype)
+        ld = -(torch.log(graph["std"]) * (present & ~_IS_T.to(v.device)).to(v.dtype)).sum((-1, -2))
+        h0 = self.embed(graph["tokens"])
+        for c in self.couplings:
+            u, l = c(u, h0, graph)
+            ld = ld + l
+        return u, ld
+
+    def inverse_tokens(self, z: torch.Tensor, graph: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverse of `forward_tokens`: (v, log|det dv/dz|)."""
+        present = graph["present"]
+        is_t = _IS_T.to(z.device)
+        h0 = self.embed(graph["tokens"])
+        u, ld = z * present.to(z.dtype), z.new_zeros(z.shape[0])
+        for c in reversed(self.couplings):
+            u, l = c(u, h0, graph, inverse=True)
+            ld = ld + l
+        v = torch.where(is_t, u, u * graph["std"] + graph["mean"]) * present.to(u.dtype)
+        return v, ld + (torch.log(graph["std"]) * (present & ~is_t).to(u.dtype)).sum((-1, -2))
+
+    def log_prob_tokens(self, v: torch.Tensor, graph: dict) -> torch.Tensor:
+        """log q_ic [B] of per-token internal coordinates v [B, N, 3] (graph tensors batched [B, ...])."""
+        z, ld = self.forward_tokens(v, graph)
+        return self._base_logp(z, graph["present"]) + ld
+
+    def sample_tokens(self, n: int, graph: dict, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws of per-token ic [n, N, 3] and their log q_ic for one molecule (graph tensors [N, ...])."""
+        g = {k: graph[k][None].expand(n, *graph[k].shape) for k in GRAPH_KEYS}
+        dev, dt = g["mean"].device, g["mean"].dtype
+        N = g["mean"].shape[1]
+        z = torch.randn(n, N, 3, generator=generator, dtype=dt)
+        z[..., 2] = (torch.rand(n, N, generator=generator, dtype=dt) * 2 - 1) * math.pi
+        z = z.to(dev) * g["present"].to(dt)
+        v, ld = self.inverse_tokens(z, g)
+        return v, self._base_logp(z, g["present"]) - ld
+
+    def bind(self, topology, system, temperature_K: float) -> BoundICTransfer:
+        """This model on one molecule: `sample` / `log_prob` on standardised Cartesian coordinates."""
+        return BoundICTransfer(self, molecule_graph(topology, system, temperature_K, self.config.std_nm))
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class BoundICTransfer(nn.Module):
+    """An `ICTransferFlow` fixed to one molecule, with the `ProseFlow`/`ICFlow` sampling interface."""
+
+    def __init__(self, flow: ICTransferFlow, graph: dict):
+        super().__init__()
+        self.flow = flow
+        self.zmatrix = graph["zmatrix"]
+        for k in GRAPH_KEYS:
+            self.register_buffer(k, graph[k].to(next(flow.parameters()).device), persistent=False)
+        self.n_atoms = len(self.zmatrix)
+
+    @property
+    def config(self) -> ICTransferConfig:
+        return self.flow.config
+
+    def graph(self) -> dict:
+        return {k: getattr(self, k) for k in GRAPH_KEYS}
+
+    def log_prob(self, x: torch.Tensor, cond=None, perms=None, mask=None) -> torch.Tensor:
+        """log q(x) [B] on standardised Cartesian x [B, N, 3] (rigid motions included)."""
+        if x.shape[1] != self.n_atoms:
+            raise DataError("ictransfer", f"expected {self.n_atoms} atoms, got {x.shape[1]}")
+        x = x.to(self.mean.dtype)
+        ic = ic_from_cartesian(x, self.zmatrix)
+        B = x.shape[0]
+        g = {k: v[None].expand(B, *v.shape) for k, v in self.graph().items()}
+        return self.flow.log_prob_tokens(ic_to_tokens(ic), g) + rigid_log_prob(x, ic, self.zmatrix)
+
+    def sample(self, n: int, cond=None, perms=None, batch_size: int = 1024, generator=None, progress=None):
+        """n samples (x [n, N, 3], log q(x) [n]) in standardised Cartesian units."""
+
+        def draw(b: int):
+            with torch.no_grad():
+                v, lq = self.flow.sample_tokens(b, self.graph(), generator)
+            ic = tokens_to_ic(v)
+            return place_rigidly(cartesian_from_ic(ic, self.zmatrix), ic, lq, self.zmatrix, generator)
+
+        return sample_in_batches(n, batch_size, draw, progress)
+
+    def n_parameters(self) -> int:
+        return self.flow.n_parameters()
+
+
+# ----------------------------------------------------------------------------------------- training
+class TokenDataset(torch.utils.data.Dataset):
+    """Per-token internal coordinates of every frame of several systems, with each molecule's graph.
+
+    Args:
+        source: a `PeptideMDFile`; ranges: {system: (start, stop)}; std_nm: the length scale; stride.
+    """
+
+    def __init__(self, source, ranges: dict, std_nm: float, stride: int = 1):
+        from scifm.prose.data import centre
+
+        self.std_nm = float(std_nm)
+        self.systems: list[dict] = []
+        index = []
+        for s_i, (name, (lo, hi)) in enumerate(ranges.items()):
+            sysm = source.system(name)
+            graph = molecule_graph(sysm.topology, sysm.create_system(), sysm.temperature_K, self.std_nm)
+            x = torch.as_tensor(centre(source.coordinates(name, lo, hi, stride)) / self.std_nm)
+            v = torch.cat([ic_to_tokens(ic_from_cartesian(xb, graph["zmatrix"])) for xb in x.split(4096)])
+            self.systems.append(dict(name=name, v=v.float(), graph=graph))
+            index += [(s_i, j) for j in range(v.shape[0])]
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        s, j = self.index[i]
+        sysm = self.systems[s]
+        return {"v": sysm["v"][j], **{k: sysm["graph"][k] for k in GRAPH_KEYS}}
+
+
+def collate_tokens(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad to the largest molecule: v, mean, std [B, N, 3]; present [B, N, 3]; tokens [B, N, 9];
+    dist [B, N, N]; real [B, N] (pads: std 1, nothing present, distance clipped to the maximum; pad keys
+    are masked out of attention)."""
+    n_max = max(it["v"].shape[0] for it in items)
+    B = len(items)
+    out = {
+        "v": torch.zeros(B, n_max, 3),
+        "mean": torch.zeros(B, n_max, 3),
+        "std": torch.ones(B, n_max, 3),
+        "present": torch.zeros(B, n_max, 3, dtype=torch.bool),
+        "tokens": torch.zeros(B, n_max, 9, dtype=torch.long),
+        "dist": torch.full((B, n_max, n_max), 10**6, dtype=torch.long),
+        "real": torch.zeros(B, n_max, dtype=torch.bool),
+    }
+    for b, it in enumerate(items):
+        n = it["v"].shape[0]
+        for k in ("v", "mean", "std", "present", "tokens"):
+            out[k][b, :n] = it[k]
+        out["dist"][b, :n, :n] = it["dist"]
+        out["real"][b, :n] = True
+    return out
+
+
+from scifm.core.train import Task  # noqa: E402  (after the model: Task pulls in lightning)
+
+
+class ICTransferTask(Task):
+    """Maximum likelihood of per-token internal coordinates (NLL per present coordinate)."""
+
+    def loss(self, batch, stage):
+        lp = self.model.log_prob_tokens(batch["v"], batch)
+        dims = batch["present"].sum()
+        loss = -lp.sum() / dims
+        return loss, {"nll": (-lp).mean().detach()}
