@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL_LABELS = {
     "tarflow": "Prose TarFlow (Cartesian, transferable)",
     "icflow": "IC flow (internal coordinates, this molecule only)",
+    "ictransfer": "transferable IC flow (zero-shot)",
 }
 COLUMNS = {
     "ess": {"better": "higher", "unit": "", "label": "SNIS ESS"},
@@ -36,6 +37,7 @@ COLUMNS = {
     "tica_w2": {"better": "lower", "unit": "", "label": "TICA-W2"},
     "macrostate_jsd": {"better": "lower", "unit": "bits", "label": "JSD"},
     "wrong_chirality_fraction": {"better": "lower", "unit": "", "label": "wrong chir."},
+    "energy_evaluations": {"better": None, "unit": "", "label": "energy evaluations"},
     "wall_time_s": {"better": None, "unit": "s", "label": "sampling time"},
 }
 
@@ -50,7 +52,14 @@ def sci_fm(*args: str) -> None:
 
 
 def _peptide_md(
-    a, out: Path, sequences: list[str], frames: int, interval: int, warm: int, seed: int | None = None
+    a,
+    out: Path,
+    sequences: list[str],
+    frames: int,
+    interval: int,
+    warm: int,
+    seed: int | None = None,
+    *extra: str,
 ) -> None:
     if out.is_file():
         return
@@ -73,6 +82,7 @@ def _peptide_md(
         "--platform",
         a.platform,
         *seed_args,
+        *extra,
         "--no-progress",
     )
 
@@ -104,8 +114,11 @@ def _time_cap(a) -> list[str]:
     return [] if a.quick or not a.max_train_s else ["--max-time-s", str(a.max_train_s)]
 
 
-def _snis(a, run: Path, sequence: str, reference: Path, out: Path, n: int) -> dict:
-    """`sci-fm sample prose --method snis` with n proposals; returns its metrics.json."""
+def _snis(a, run: Path, sequence: str, reference: Path, out: Path, n: int, *extra: str) -> dict:
+    """`sci-fm sample prose --method snis` (or the method in `extra`) with n proposals; returns its
+    metrics.json (reused when the folder already holds one)."""
+    if (out / "metrics.json").is_file() and not a.quick:
+        return json.loads((out / "metrics.json").read_text())
     sci_fm(
         "sample",
         "prose",
@@ -129,6 +142,9 @@ def _snis(a, run: Path, sequence: str, reference: Path, out: Path, n: int) -> di
         str(a.seed),
         "--device",
         a.device,
+        "--platform",
+        a.platform,
+        *extra,
     )
     return json.loads((out / "metrics.json").read_text())
 
@@ -195,34 +211,58 @@ def transfer_split(n_train: int, n_test: int, seed: int) -> tuple[list[str], lis
 
 
 def bench_transfer(a, wd: Path) -> list[dict]:
+    """Zero-shot transfer: one flow trained on n_train dipeptides, then SNIS, SMC and plain MD (as many
+    force evaluations as SNIS and as SMC used) on each unseen dipeptide, against its own reference MD."""
     q = a.quick
     n_train, n_test = (3, 1) if q else (a.n_train, a.n_test)
     train, test = transfer_split(n_train, n_test, a.seed)
     seqs = train + test
     frames, interval, warm = (60, 100, 1000) if q else (a.transfer_ns * 1000, 1000, 50_000)
     data = wd / "dipeptides.h5"
-    _peptide_md(a, data, seqs, frames, interval, warm)
+    md_args = ["--force-field", a.transfer_force_field, "--parts-dir", str(wd / "md_parts")]
+    _peptide_md(a, data, seqs, frames, interval, warm, a.seed, *md_args)
     run = wd / "transfer_run"
-    _train(
-        a,
-        data,
-        run,
-        2 if q else a.epochs,
-        32 if q else 256,
-        *("--systems", *train, "--val-fraction", "0.05", "--size", "tiny" if q else a.size),
-    )
+    model = a.transfer_model
+    if (run / "model" / "model.json").is_file() and not q:
+        print(f"reusing the trained transfer model in {run}", flush=True)
+    else:
+        size = ["--size", "tiny" if q else a.size]
+        if model == "ictransfer":
+            size = [
+                "--ic-hidden",
+                "16" if q else str(a.ict_hidden),
+                "--ic-layers",
+                "4" if q else str(a.ict_layers),
+            ]
+        extra = [
+            "--model",
+            model,
+            "--systems",
+            *train,
+            "--val-fraction",
+            "0.05",
+            *size,
+            "--lr",
+            str(a.transfer_lr),
+        ]
+        _train(a, data, run, 2 if q else a.epochs, 32 if q else a.transfer_batch, *extra)
+    label = MODEL_LABELS[model]
+    n_snis = 300 if q else a.n_proposals
+    n_smc, smc_steps = (64, 5) if q else (a.smc_particles, a.smc_steps)
     rows = []
     for s in test:
-        m = _snis(a, run, s, data, wd / f"zero_shot_{s}", 300 if q else a.n_proposals)
-        rows.append(
-            {
-                "task": f"zero-shot {s}",
-                "model": MODEL_LABELS["tarflow"],
-                "method": "snis",
-                **{k: m.get(k) for k in COLUMNS},
-                "passes": bool(m["ess"] is not None and m["ess"] >= 0.01),
-            }
-        )
+        ms = _snis(a, run, s, data, wd / f"zero_shot_{s}_snis", n_snis)
+        smc_args = ["--method", "smc", "--smc-steps", str(smc_steps), "--smc-kernel", "mala"]
+        mc = _snis(a, run, s, data, wd / f"zero_shot_{s}_smc", n_smc, *smc_args)
+        base = {"task": f"zero-shot {s}"}
+        rows.append({**base, "model": label, "method": "snis", **{k: ms.get(k) for k in COLUMNS}})
+        rows[-1]["passes"] = bool(ms["ess"] is not None and ms["ess"] >= 0.01)
+        rows.append({**base, "model": label, "method": "smc", **{k: mc.get(k) for k in COLUMNS}})
+        for ref_method, budget in (("snis", ms["energy_evaluations"]), ("smc", mc["energy_evaluations"])):
+            md_args = ["--method", "md", "--md-interval", str(max(1, budget // 2000))]
+            mm = _snis(a, run, s, data, wd / f"zero_shot_{s}_md_as_{ref_method}", budget, *md_args)
+            row = {**base, "model": f"plain MD (cost of {ref_method.upper()})", "method": "md"}
+            rows.append({**row, **{k: mm.get(k) for k in COLUMNS}})
     return rows
 
 
@@ -249,7 +289,12 @@ def main() -> int:
     p.add_argument("--workdir", default=None, help="run folders (default: a temporary folder under /tmp)")
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "prose"))
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "auto"])
+    p.add_argument(
+        "--platform",
+        default="Reference",
+        choices=["CPU", "Reference", "CUDA", "OpenCL", "auto"],
+        help="OpenMM platform for MD and target energies (Reference: fastest for one small peptide on a CPU)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--size", default="base", help="flow size for the full runs (tiny/small/base/medium/paper)"
@@ -270,6 +315,24 @@ def main() -> int:
     p.add_argument("--max-train-s", type=float, default=None, help="wall-time cap of each flow training (s)")
     p.add_argument("--ad-ref-ns", type=int, default=5, help="ns of the held-out reference MD")
     p.add_argument("--transfer-ns", type=int, default=1)
+    p.add_argument(
+        "--transfer-model",
+        default="ictransfer",
+        choices=["ictransfer", "tarflow"],
+        help="the transferable flow: per-atom internal coordinates (default) or the Cartesian Prose TarFlow",
+    )
+    p.add_argument(
+        "--transfer-force-field",
+        default="amber99sbildn-obc",
+        choices=["amber99sbildn-obc", "amber14-obc1"],
+        help="dipeptide MD force field (amber14-obc1 is ManyPeptidesMD's; ~14x slower on one core)",
+    )
+    p.add_argument("--transfer-lr", type=float, default=1e-3)
+    p.add_argument("--transfer-batch", type=int, default=128)
+    p.add_argument("--ict-hidden", type=int, default=64, help="ictransfer width")
+    p.add_argument("--ict-layers", type=int, default=8, help="ictransfer couplings")
+    p.add_argument("--smc-particles", type=int, default=1000)
+    p.add_argument("--smc-steps", type=int, default=100)
     p.add_argument("--n-train", type=int, default=30)
     p.add_argument("--n-test", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)

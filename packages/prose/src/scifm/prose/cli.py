@@ -408,7 +408,14 @@ def _common_sample_args(p: argparse.ArgumentParser) -> None:
 def _sample_args(p: argparse.ArgumentParser) -> None:
     _common_sample_args(p)
     p.add_argument("--n", type=int, required=True, help="number of proposals (particles for SMC)")
-    p.add_argument("--method", default="snis", choices=["proposal", "snis", "smc"])
+    p.add_argument(
+        "--method",
+        default="snis",
+        choices=["proposal", "snis", "smc", "md"],
+        help="md: plain Langevin MD (1 fs) from the minimised built structure with --n force evaluations, "
+        "the baseline of equal cost (the flow is not used)",
+    )
+    p.add_argument("--md-interval", type=int, default=10, help="md: steps between kept frames")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--smc-steps", type=int, default=100)
     p.add_argument("--smc-kernel", default="ula", choices=["ula", "mala"])
@@ -474,6 +481,7 @@ class _Context:
             self.topology, T = pep.topology, FORCE_FIELDS[ff]["temperature_K"]
         self.force_field, self.temperature_K = ff, T
         system = create_system(self.topology, ff)
+        self.system, self.sequence, self.capped = system, seq, capped
         if self.is_transfer_ic:
             self.flow = self.flow.bind(self.topology, system, T)
         self.omm = OpenMMEnergy(system, T, n_workers=args.workers, platform=args.platform)
@@ -487,6 +495,50 @@ class _Context:
             e, _ = self.omm(self.reference)
             self.omm.n_evaluations -= len(self.reference)  # reference energies are not the sampler's budget
             self.reference_energy = np.asarray(e)
+
+    def plain_md(self, n_steps: int, interval: int, platform: str, seed: int) -> dict:
+        """Langevin MD (1 fs, friction 1/ps) from the minimised built structure: n_steps force
+        evaluations, a frame every `interval` steps; the same result keys as `ProseSampler.run`."""
+        import numpy as np
+        import openmm as mm
+        import openmm.unit as u
+
+        from scifm.prose.peptides import build_peptide, select_platform
+
+        if interval < 1 or n_steps < 2 * interval:
+            raise ConfigError(f"md: need --n >= 2 x --md-interval >= 2, got {n_steps} and {interval}")
+        t0 = time.perf_counter()
+        pep = build_peptide(self.sequence, self.capped, seed=seed)
+        T = self.temperature_K * u.kelvin
+        integ = mm.LangevinMiddleIntegrator(T, 1.0 / u.picosecond, 1.0 * u.femtosecond)
+        integ.setRandomNumberSeed(int(seed) % 2**31 + 1)
+        plat, props = select_platform(platform)
+        ctx = mm.Context(self.system, integ, plat, props)
+        ctx.setPositions(pep.positions * u.nanometer)
+        mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 0)
+        ctx.setVelocitiesToTemperature(T, int(seed) % 2**31 + 1)
+        frames = []
+        for _ in range(n_steps // interval):
+            integ.step(interval)
+            frames.append(
+                ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+            )
+        del ctx
+        x = np.asarray(frames, dtype=np.float64)
+        e, _ = self.omm(x)
+        self.omm.n_evaluations -= len(x)  # energies of kept frames: MD computed them already
+        e = np.asarray(e)
+        return dict(
+            method="md",
+            n_proposals=len(x),
+            proposal_nm=x,
+            proposal_energy=e,
+            samples_nm=x,
+            samples_energy=e,
+            ess=float("nan"),
+            energy_evaluations=int((n_steps // interval) * interval),
+            wall_time_s=time.perf_counter() - t0,
+        )
 
     def evaluate(self, res: dict, out: Path, args, extra: dict | None = None) -> dict:
         import numpy as np
@@ -537,7 +589,7 @@ class _Context:
                 seed=args.seed,
             )
             m.update(ev)
-            if res["method"] != "proposal":
+            if res["method"] not in ("proposal", "md"):
                 pe = evaluate(
                     self.topology,
                     self.reference,
@@ -564,7 +616,7 @@ class _Context:
             sets["reference"], energies["reference"] = self.reference, self.reference_energy
         sets["proposal"], energies["proposal"] = prop_fixed, res["proposal_energy"]
         if res["method"] != "proposal":
-            label = "reweighted" if res["method"] == "snis" else "SMC"
+            label = {"snis": "reweighted", "smc": "SMC", "md": "MD"}[res["method"]]
             sets[label] = (
                 fix_chirality(self.topology, res["samples_nm"], self.reference[0])[0]
                 if self.reference is not None
@@ -595,6 +647,10 @@ def run_sample(args) -> int:
         raise ConfigError(f"--n must be >= 2, got {args.n}")
     ctx = _Context(args)
     try:
+        if args.method == "md":
+            res = ctx.plain_md(args.n, args.md_interval, args.platform, args.seed)
+            m = ctx.evaluate(res, Path(args.out), args)
+            return _print_metrics(m)
         res = ctx.sampler.run(
             args.method,
             args.n,
@@ -609,24 +665,13 @@ def run_sample(args) -> int:
         m = ctx.evaluate(res, Path(args.out), args)
     finally:
         ctx.close()
-    print(
-        json.dumps(
-            {
-                k: m.get(k)
-                for k in (
-                    "n_samples",
-                    "ess",
-                    "energy_w2",
-                    "torus_w2",
-                    "tica_w2",
-                    "macrostate_jsd",
-                    "wrong_chirality_fraction",
-                    "energy_evaluations",
-                    "wall_time_s",
-                )
-            }
-        )
-    )
+    return _print_metrics(m)
+
+
+def _print_metrics(m: dict) -> int:
+    keys = ("n_samples", "ess", "energy_w2", "torus_w2", "tica_w2", "macrostate_jsd")
+    keys += ("wrong_chirality_fraction", "energy_evaluations", "wall_time_s")
+    print(json.dumps({k: m.get(k) for k in keys}))
     return 0
 
 
