@@ -107,6 +107,8 @@ def _train(a, data: Path, run: Path, epochs: int, batch: int, *extra: str) -> No
         "--no-progress",
         "--seed",
         str(a.seed),
+        "--threads",
+        str(a.train_threads),
     )
 
 
@@ -331,8 +333,9 @@ def main() -> int:
     p.add_argument("--transfer-batch", type=int, default=128)
     p.add_argument("--ict-hidden", type=int, default=64, help="ictransfer width")
     p.add_argument("--ict-layers", type=int, default=8, help="ictransfer couplings")
-    p.add_argument("--smc-particles", type=int, default=1000)
-    p.add_argument("--smc-steps", type=int, default=100)
+    p.add_argument("--smc-particles", type=int, default=500)
+    p.add_argument("--smc-steps", type=int, default=50)
+    p.add_argument("--train-threads", type=int, default=1, help="torch threads of each flow training")
     p.add_argument("--n-train", type=int, default=30)
     p.add_argument("--n-test", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)

@@ -187,3 +187,66 @@ def test_interrupted_md_resumes_from_part_files(tmp_path):
     with pytest.raises(Exception, match="same name"):
         merge_peptide_md([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "dup.h5")
     assert not (tmp_path / "dup.h5").exists()
+
+
+def test_cli_trains_on_some_dipeptides_and_samples_an_unseen_one(tmp_path, capsys):
+    import json
+
+    from scifm.cli.main import main
+
+    data = tmp_path / "d.h5"
+    md = ["--frames", "40", "--warmup-steps", "100", "--interval-steps", "20", "--platform", "Reference"]
+    assert (
+        main(
+            [
+                "data",
+                "peptides",
+                "--sequences",
+                "GG",
+                "AG",
+                "GA",
+                *md,
+                "--force-field",
+                FF,
+                "--out",
+                str(data),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    run = tmp_path / "run"
+    train = ["train", "prose", "--model", "ictransfer", "--data", str(data), "--systems", "GG", "AG"]
+    small = ["--ic-hidden", "16", "--ic-layers", "4", "--max-epochs", "1", "--batch-size", "16"]
+    assert main([*train, *small, "--run-dir", str(run), "--no-progress", "--device", "cpu"]) == 0
+    assert json.loads((run / "model" / "model.json").read_text())["name"] == "prose-ictransfer"
+    sample = ["sample", "prose", "--model", str(run), "--sequence", "GA", "--reference", str(data)]
+    common = ["--metric-points", "50", "--platform", "Reference"]
+    assert main([*sample, "--n", "64", "--method", "snis", *common, "--out", str(tmp_path / "snis")]) == 0
+    m = json.loads((tmp_path / "snis" / "metrics.json").read_text())
+    assert m["com_correction"] == "gaussian" and 0 < m["ess"] <= 1 and m["energy_evaluations"] == 64
+    assert (
+        main(
+            [
+                *sample,
+                "--n",
+                "200",
+                "--method",
+                "md",
+                "--md-interval",
+                "10",
+                *common,
+                "--out",
+                str(tmp_path / "md"),
+            ]
+        )
+        == 0
+    )
+    m = json.loads((tmp_path / "md" / "metrics.json").read_text())
+    assert m["method"] == "md" and m["n_samples"] == 20 and m["energy_evaluations"] == 200
+    assert m["torus_w2"] >= 0 and m["ess"] is None
+    bad = tmp_path / "bad"
+    assert (
+        main([*sample, "--n", "10", "--method", "md", "--md-interval", "10", *common, "--out", str(bad)]) != 0
+    )
+    assert "md: need" in capsys.readouterr().err and not bad.exists()

@@ -76,10 +76,12 @@ def _clean(d: dict) -> dict:
     return out
 
 
-def _threads() -> None:
+def _threads(n: int = 1) -> None:
     import torch
 
-    torch.set_num_threads(1)
+    if n < 1:
+        raise ConfigError(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -221,6 +223,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--max-epochs", type=int, default=10)
     p.add_argument("--max-time-s", type=float, default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training")
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -237,7 +240,7 @@ def run_train(args) -> int:
     from scifm.prose.tarflow import ProseFlow, make_config
     from scifm.prose.train import ProseTask, export_run
 
-    _threads()
+    _threads(args.threads)
     src = PeptideMDFile(args.data)  # validated before any work
     names = args.systems or src.names
     for n in names + (args.val_systems or []):

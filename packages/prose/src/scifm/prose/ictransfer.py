@@ -10,7 +10,8 @@ peptide:
 * token features: Prose atom class, residue type and index, the digit of the Amber name (HB2 vs HB3: the
   two prochiral hydrogens of a CH2 share a class but sit on opposite sides), the classes of the three
   reference atoms j, k, l of its Z-matrix row, the torsion kind (proper, or relative to a sibling) and the
-  row kind; attention carries a learned per-head bias of the bond-graph distance between the two atoms;
+  row kind, then a coordinate-free context transformer over the molecule (run once per batch); every
+  attention carries a learned per-head bias of the bond-graph distance between the two atoms;
 * standardisation from the force field, not from data, so it transfers: bond b ~ (b - r0) / sqrt(kT / k_b)
   and angle a ~ (a - theta0) / sqrt(kT / k_theta) with r0, k_b, theta0, k_theta the molecule's own
   harmonic terms (OpenMM `HarmonicBondForce` / `HarmonicAngleForce`, E = k/2 (r - r0)^2); base N(0, 1) for
@@ -69,7 +70,8 @@ class ICTransferConfig:
     d_model: int = 128
     n_heads: int = 4
     n_couplings: int = 12  # multiple of 4
-    layers_per_coupling: int = 2
+    layers_per_coupling: int = 1
+    context_layers: int = 2  # coordinate-free transformer over the tokens, run once per batch
     n_bins: int = 8
     tail_bound: float = 5.0
     max_distance: int = 8  # bond-graph distances are clipped here
@@ -258,8 +260,7 @@ class _Coupling(nn.Module):
         self.bound = float(cfg.tail_bound)
         self.register_buffer("sel", sel, persistent=False)
         self.inp = nn.Linear(10, d)
-        self.dist_bias = nn.Embedding(cfg.max_distance + 1, cfg.n_heads)
-        self.max_distance = cfg.max_distance
+        self.dist_bias = nn.Linear(cfg.max_distance + 1, cfg.n_heads, bias=False)  # on one-hot distances
         self.blocks = nn.ModuleList(_Block(d, cfg.n_heads) for _ in range(cfg.layers_per_coupling))
         self.head = nn.Linear(d, 3 * (3 * self.K + 1))
         nn.init.zeros_(self.head.weight)
@@ -268,8 +269,8 @@ class _Coupling(nn.Module):
     def mask(self, present: torch.Tensor) -> torch.Tensor:
         return present & self.sel[: present.shape[1]]
 
-    def forward(self, u, h0, graph, inverse: bool = False):
-        present, dist = graph["present"], graph["dist"]
+    def forward(self, u, h0, dist_onehot, graph, inverse: bool = False):
+        present = graph["present"]
         B, N, _ = u.shape
         m = self.mask(present)
         c = present & ~m
@@ -285,7 +286,7 @@ class _Coupling(nn.Module):
             -1,
         )
         real = graph.get("real")  # padded batches say which tokens are atoms; one molecule: all are
-        bias = self.dist_bias(dist.clamp_max(self.max_distance)).permute(0, 3, 1, 2)  # [B, H, N, N]
+        bias = self.dist_bias(dist_onehot).permute(0, 3, 1, 2)  # [B, H, N, N]
         if real is not None:
             bias = bias.masked_fill(~real[:, None, None, :], float("-inf"))
         h = h0 + self.inp(feats)
@@ -336,7 +337,22 @@ class ICTransferFlow(nn.Module):
             raise ConfigError(f"ictransfer: d_model {cfg.d_model} not divisible by n_heads {cfg.n_heads}")
         self.config = cfg
         self.embed = _TokenEmbedding(cfg)
+        self.context = nn.ModuleList(_Block(cfg.d_model, cfg.n_heads) for _ in range(cfg.context_layers))
+        self.context_bias = nn.Linear(cfg.max_distance + 1, cfg.n_heads, bias=False)
         self.couplings = nn.ModuleList(_Coupling(cfg, sel) for sel in _patterns(cfg))
+
+    def _context(self, graph: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings [B, N, d] and one-hot clipped graph distances [B, N, N, max_distance + 1]."""
+        h = self.embed(graph["tokens"])
+        d = graph["dist"].clamp_max(self.config.max_distance)
+        oh = F.one_hot(d, self.config.max_distance + 1).to(h.dtype)
+        if len(self.context):
+            bias = self.context_bias(oh).permute(0, 3, 1, 2)
+            if graph.get("real") is not None:
+                bias = bias.masked_fill(~graph["real"][:, None, None, :], float("-inf"))
+            for blk in self.context:
+                h = blk(h, bias)
+        return h, oh
 
     @staticmethod
     def _base_logp(z, present):
@@ -350,9 +366,9 @@ class ICTransferFlow(nn.Module):
         present = graph["present"]
         u = torch.where(_IS_T.to(v.device), v, (v - graph["mean"]) / graph["std"]) * present.to(v.dtype)
         ld = -(torch.log(graph["std"]) * (present & ~_IS_T.to(v.device)).to(v.dtype)).sum((-1, -2))
-        h0 = self.embed(graph["tokens"])
+        h0, oh = self._context(graph)
         for c in self.couplings:
-            u, l = c(u, h0, graph)
+            u, l = c(u, h0, oh, graph)
             ld = ld + l
         return u, ld
 
@@ -360,10 +376,10 @@ class ICTransferFlow(nn.Module):
         """Inverse of `forward_tokens`: (v, log|det dv/dz|)."""
         present = graph["present"]
         is_t = _IS_T.to(z.device)
-        h0 = self.embed(graph["tokens"])
+        h0, oh = self._context(graph)
         u, ld = z * present.to(z.dtype), z.new_zeros(z.shape[0])
         for c in reversed(self.couplings):
-            u, l = c(u, h0, graph, inverse=True)
+            u, l = c(u, h0, oh, graph, inverse=True)
             ld = ld + l
         v = torch.where(is_t, u, u * graph["std"] + graph["mean"]) * present.to(u.dtype)
         return v, ld + (torch.log(graph["std"]) * (present & ~is_t).to(u.dtype)).sum((-1, -2))
