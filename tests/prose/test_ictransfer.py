@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from scifm.core.errors import ConfigError
+from scifm.prose.icflow import ic_from_cartesian
 from scifm.prose.ictransfer import (
     GRAPH_KEYS,
     ICTransferConfig,
@@ -19,7 +20,6 @@ from scifm.prose.ictransfer import (
     molecule_graph,
     tokens_to_ic,
 )
-from scifm.prose.icflow import ic_from_cartesian
 from scifm.prose.peptides import build_peptide, create_system, kT_kJ_per_mol
 from scifm.prose.train import random_rotations
 
@@ -61,7 +61,7 @@ def test_standardisation_comes_from_the_force_field(ak):
     import openmm as mm
 
     pep, system = ak
-    g = molecule_graph(pep.topology, system, 310.0, std_nm=0.1)
+    g = molecule_graph(pep.topology, system, 310.0, 0.1, pep.positions)
     n = pep.n_atoms
     assert int(g["present"].sum()) == 3 * n - 6
     assert g["present"][0].sum() == 0 and g["present"][1].tolist() == [True, False, False]
@@ -81,6 +81,13 @@ def test_standardisation_comes_from_the_force_field(ak):
     zb = ((v[0, 1:, 0] - g["mean"][1:, 0]) / g["std"][1:, 0]).abs()
     assert zb.median() < 5
     assert g["dist"].shape == (n, n) and (g["dist"] == g["dist"].T).all()
+    # torsions: proper ones stay circular; those relative to a sibling are standardised around the
+    # minimised structure's value (about +-120 degrees on sp3 centres, 180 on planar ones)
+    tors = g["present"][:, 2]
+    sib = tors & ~g["circ"][:, 2]
+    assert not (g["circ"] & ~g["present"]).any() and not g["circ"][:, :2].any()
+    assert 0 < int(sib.sum()) < int(tors.sum())
+    assert (g["mean"][sib, 2].abs() > 1.5).all() and (g["std"][sib, 2] == 0.25).all()
 
 
 def test_missing_harmonic_term_is_refused(gg):
@@ -91,12 +98,12 @@ def test_missing_harmonic_term_is_refused(gg):
     for _ in range(pep.n_atoms):
         bare.addParticle(12.0)
     with pytest.raises(ConfigError, match="no harmonic bond term"):
-        molecule_graph(pep.topology, bare, 310.0, 0.1)
+        molecule_graph(pep.topology, bare, 310.0, 0.1, pep.positions)
 
 
 def test_token_layout_round_trip(gg):
     pep, system = gg
-    g = molecule_graph(pep.topology, system, 310.0, 0.1)
+    g = molecule_graph(pep.topology, system, 310.0, 0.1, pep.positions)
     ic = ic_from_cartesian(_frames(pep, 4) / 0.1, g["zmatrix"])
     v = ic_to_tokens(ic)
     assert torch.equal(tokens_to_ic(v), ic)
@@ -106,7 +113,7 @@ def test_token_layout_round_trip(gg):
 def test_inverse_and_exact_log_determinant(gg):
     pep, system = gg
     flow = _flow()
-    b = flow.bind(pep.topology, system, 310.0).double()
+    b = flow.bind(pep.topology, system, 310.0, pep.positions).double()
     g = {k: t[None] for k, t in b.graph().items()}
     v, lq = flow.sample_tokens(3, b.graph(), torch.Generator().manual_seed(1))
     z, ld = flow.forward_tokens(v, {k: t.expand(3, *t.shape[1:]) for k, t in g.items()})
@@ -127,7 +134,7 @@ def test_inverse_and_exact_log_determinant(gg):
 
 def test_cartesian_density_matches_samples_and_is_rotation_invariant(ak):
     pep, system = ak
-    b = _flow(seed=3).bind(pep.topology, system, 310.0).double()
+    b = _flow(seed=3).bind(pep.topology, system, 310.0, pep.positions).double()
     x, lq = b.sample(6, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(b.log_prob(x), lq, atol=1e-7)
     R = random_rotations(6, torch.float64, torch.Generator().manual_seed(2))
@@ -140,7 +147,7 @@ def test_padding_does_not_change_a_molecule(gg, ak):
     flow = _flow(seed=5)
     items = []
     for pep, system in (gg, ak):
-        g = molecule_graph(pep.topology, system, 310.0, 0.1)
+        g = molecule_graph(pep.topology, system, 310.0, 0.1, pep.positions)
         v = ic_to_tokens(ic_from_cartesian(_frames(pep, 1) / 0.1, g["zmatrix"]))[0].float()
         items.append({"v": v, **{k: g[k] for k in GRAPH_KEYS}})
     alone = [collate_tokens([it]) for it in items]

@@ -279,8 +279,9 @@ def run_train(args) -> int:
             collate_tokens,
         )
 
-        train_ds = TokenDataset(src, train_r, std, stride=args.stride)
-        val_ds = TokenDataset(src, val_r, std, stride=args.stride) if val_r else None
+        sib = ICTransferConfig.sibling_std
+        train_ds = TokenDataset(src, train_r, std, stride=args.stride, sibling_std=sib)
+        val_ds = TokenDataset(src, val_r, std, stride=args.stride, sibling_std=sib) if val_r else None
         sizes = dict(d_model=args.ic_hidden, n_couplings=args.ic_layers, n_bins=args.ic_bins)
         model = ICTransferFlow(ICTransferConfig(std_nm=std, **{k: v for k, v in sizes.items() if v}))
         cfg, task_cls, collate_fn = model.config, ICTransferTask, collate_tokens
@@ -329,13 +330,24 @@ def run_train(args) -> int:
     task = task_cls(
         model,
         optimizer={"name": "adamw", "lr": args.lr, "weight_decay": args.weight_decay, "betas": [0.9, 0.95]},
-        scheduler={
-            "name": "onecycle",
-            "max_lr": args.lr,
-            "pct_start": 0.05,
-            "div_factor": 500,
-            "final_div_factor": 1,
-        },
+        # a wall-time cap ends a run long before an epoch-based one-cycle warm-up would: anneal over the
+        # time instead
+        scheduler=(
+            {
+                "name": "cosine-time",
+                "budget_s": args.max_time_s,
+                "warmup_frac": 0.03,
+                "eta_min": 0.01 * args.lr,
+            }
+            if args.max_time_s
+            else {
+                "name": "onecycle",
+                "max_lr": args.lr,
+                "pct_start": 0.05,
+                "div_factor": 500,
+                "final_div_factor": 1,
+            }
+        ),
         ema_decay=args.ema_decay if args.ema_decay else None,
     )
     run_dir = Path(args.run_dir)
@@ -445,6 +457,7 @@ class _Context:
             default_force_field,
             parse_system_name,
             system_name,
+            topology_from_pdb,
         )
         from scifm.prose.sampler import ProseSampler
         from scifm.prose.train import load_run
@@ -475,6 +488,7 @@ class _Context:
             src = PeptideMDFile(args.reference)
             sysm = src.system(self.name)
             self.topology, ff, T = sysm.topology, sysm.force_field, sysm.temperature_K
+            positions = topology_from_pdb(sysm.attrs["topology_pdb"])[1]
             F = src.info[self.name]["n_frames"]
             stride = max(1, F // max(1, args.max_reference))
             self.reference = src.coordinates(self.name, 0, None, stride)[: args.max_reference]
@@ -482,11 +496,12 @@ class _Context:
             pep = build_peptide(seq, capped, seed=args.seed)
             ff = default_force_field(capped)
             self.topology, T = pep.topology, FORCE_FIELDS[ff]["temperature_K"]
+            positions = pep.positions
         self.force_field, self.temperature_K = ff, T
         system = create_system(self.topology, ff)
         self.system, self.sequence, self.capped = system, seq, capped
         if self.is_transfer_ic:
-            self.flow = self.flow.bind(self.topology, system, T)
+            self.flow = self.flow.bind(self.topology, system, T, positions)
         self.omm = OpenMMEnergy(system, T, n_workers=args.workers, platform=args.platform)
         self.target = TargetEnergy(self.omm, self.flow.config.std_nm)
         self.sampler = ProseSampler(

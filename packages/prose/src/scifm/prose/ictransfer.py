@@ -31,6 +31,7 @@ import math
 from collections import deque
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +40,7 @@ from scifm.core.errors import ConfigError, DataError
 from scifm.prose.icflow import (
     build_zmatrix,
     cartesian_from_ic,
+    dihedral,
     ic_from_cartesian,
     place_rigidly,
     rigid_log_prob,
@@ -60,8 +62,8 @@ __all__ = [
 
 MODEL_NAME = "prose-ictransfer"
 ROW_KINDS = 4  # rows 0, 1, 2 and full rows
-GRAPH_KEYS = ("mean", "std", "present", "tokens", "dist")
-_IS_T = torch.tensor([False, False, True])  # per-token components: bond, angle, torsion
+GRAPH_KEYS = ("mean", "std", "present", "circ", "tokens", "dist")
+_TORSION_COLUMN = torch.tensor([False, False, True])  # per-token components: bond, angle, torsion
 
 
 @dataclass
@@ -75,6 +77,7 @@ class ICTransferConfig:
     n_bins: int = 8
     tail_bound: float = 5.0
     max_distance: int = 8  # bond-graph distances are clipped here
+    sibling_std: float = 0.25  # rad: scale of torsions relative to a sibling (see molecule_graph)
     mask_seed: int = 0
     atom_vocab: int = 64
     residue_vocab: int = 24
@@ -131,12 +134,20 @@ def _name_digit(name: str) -> int:
     return int(name[-1]) if name and name[-1].isdigit() else 0
 
 
-def molecule_graph(topology, system, temperature_K: float, std_nm: float) -> dict:
+def molecule_graph(
+    topology, system, temperature_K: float, std_nm: float, positions, sibling_std: float = 0.25
+) -> dict:
     """Everything the flow needs about one molecule, in token (placement) order.
 
-    Returns {"zmatrix": rows, "mean"/"std" [N, 3] (standardised length units / radians; torsions 0 / 1),
-    "present" [N, 3] bool, "tokens" [N, 9] long, "dist" [N, N] long}. Raises ConfigError when a bond or
-    angle of the Z-matrix has no harmonic term in `system`.
+    Bonds and angles: mean and std from the force field's harmonic terms. Torsions relative to a sibling
+    (i-j-k-l with l also bonded to j: the place of a substituent next to another, unimodal, its sign set
+    by chirality or by the prochiral name) are standardised too, around their value in the energy-minimised
+    `positions` (nm) with std `sibling_std`; proper torsions (backbone, side-chain and rotor torsions) stay
+    on the circle ("circ", base uniform).
+
+    Returns {"zmatrix": rows, "mean"/"std" [N, 3] (standardised length units / radians; circular entries
+    0 / 1), "present" and "circ" [N, 3] bool, "tokens" [N, 9] long, "dist" [N, N] long}. Raises
+    ConfigError when a bond or angle of the Z-matrix has no harmonic term in `system`.
     """
     from scifm.prose.encoding import encode_topology
     from scifm.prose.peptides import kT_kJ_per_mol
@@ -152,6 +163,8 @@ def molecule_graph(topology, system, temperature_K: float, std_nm: float) -> dic
     mean = torch.zeros(n, 3, dtype=torch.float64)
     std = torch.ones(n, 3, dtype=torch.float64)
     present = torch.zeros(n, 3, dtype=torch.bool)
+    circ = torch.zeros(n, 3, dtype=torch.bool)
+    x_min = torch.as_tensor(_minimised(system, positions), dtype=torch.float64)
     tokens = torch.zeros(n, 9, dtype=torch.long)
     for r, (i, j, k, l) in enumerate(zm):
         if j >= 0:
@@ -166,9 +179,14 @@ def molecule_graph(topology, system, temperature_K: float, std_nm: float) -> dic
                 raise ConfigError(f"no harmonic angle term for atoms {i}-{j}-{k} ({names})")
             t0, kt = ha[(i, j, k)]
             mean[r, 1], std[r, 1], present[r, 1] = t0, math.sqrt(kT / kt), True
+        sibling = l >= 0 and any(b in ((j, l), (l, j)) for b in bond_list)
         if l >= 0:
             present[r, 2] = True
-        sibling = l >= 0 and any(b in ((j, l), (l, j)) for b in bond_list)
+            if sibling:
+                mean[r, 2] = dihedral(*(x_min[a] for a in (i, j, k, l)))
+                std[r, 2] = sibling_std
+            else:
+                circ[r, 2] = True
         tokens[r] = torch.tensor(
             [
                 enc["atom_type"][i],
@@ -184,7 +202,25 @@ def molecule_graph(topology, system, temperature_K: float, std_nm: float) -> dic
         )
     order = torch.tensor([row[0] for row in zm])
     dist = _graph_distances(n, bond_list)[order][:, order]
-    return dict(zmatrix=zm, mean=mean.float(), std=std.float(), present=present, tokens=tokens, dist=dist)
+    return dict(
+        zmatrix=zm, mean=mean.float(), std=std.float(), present=present, circ=circ, tokens=tokens, dist=dist
+    )
+
+
+def _minimised(system, positions) -> np.ndarray:
+    """Positions (nm) after a local energy minimisation (OpenMM Reference platform)."""
+    import openmm as mm
+    import openmm.unit as u
+
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.shape != (system.getNumParticles(), 3):
+        raise ConfigError(f"positions {pos.shape} do not match the system's {system.getNumParticles()} atoms")
+    ctx = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(pos * u.nanometer)
+    mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 0)
+    out = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    del ctx
+    return np.asarray(out)
 
 
 def ic_to_tokens(ic: torch.Tensor) -> torch.Tensor:
@@ -275,11 +311,13 @@ class _Coupling(nn.Module):
         m = self.mask(present)
         c = present & ~m
         cf, mf = c.to(u.dtype), m.to(u.dtype)
+        circ = graph["circ"]
+        ut, ct = u[..., 2:], circ[..., 2:]
         feats = torch.cat(
             [
                 u[..., :2] * cf[..., :2],
-                torch.cos(u[..., 2:]) * cf[..., 2:],
-                torch.sin(u[..., 2:]) * cf[..., 2:],
+                torch.where(ct, torch.cos(ut), ut) * cf[..., 2:],
+                torch.where(ct, torch.sin(ut), torch.zeros_like(ut)) * cf[..., 2:],
                 cf,
                 mf,
             ],
@@ -295,15 +333,21 @@ class _Coupling(nn.Module):
             h = blk(h, bias)
         p = self.head(h).view(B, N, 3, 3 * self.K + 1)
         w, hh, d = p[..., : self.K], p[..., self.K : 2 * self.K], p[..., 2 * self.K :]
-        is_t = _IS_T.to(u.device)
-        bound = torch.where(is_t, math.pi, self.bound).to(u.dtype).expand_as(u)
-        d = torch.where(is_t[:, None], d, F.pad(d[..., 1:-1], (1, 1)))
-        inside = m & (is_t | (u.abs() < bound))
+        # circular entries: spline on [-pi, pi]; the others: on [-B, B], identity outside (derivative 1 at
+        # the ends, so d = 0 there)
+        bound = torch.where(circ, math.pi, self.bound).to(u.dtype)
+        d = torch.where(circ[..., None], d, F.pad(d[..., 1:-1], (1, 1)))
+        inside = m & (circ | (u.abs() < bound))
         x = torch.where(inside, u, torch.zeros_like(u)) / bound
         y, ld = rq_spline(x.clamp(-1, 1), w, hh, d, 1.0, inverse=inverse)
         out = torch.where(inside, y * bound, u)
         ld = torch.where(inside, ld, torch.zeros_like(ld))
         return out, ld.sum((-1, -2))
+
+
+def _wrap(a: torch.Tensor) -> torch.Tensor:
+    """Angles to (-pi, pi]."""
+    return torch.atan2(torch.sin(a), torch.cos(a))
 
 
 def _patterns(cfg: ICTransferConfig, n_max: int = 512) -> list[torch.Tensor]:
@@ -338,7 +382,8 @@ class ICTransferFlow(nn.Module):
         self.config = cfg
         self.embed = _TokenEmbedding(cfg)
         self.context = nn.ModuleList(_Block(cfg.d_model, cfg.n_heads) for _ in range(cfg.context_layers))
-        self.context_bias = nn.Linear(cfg.max_distance + 1, cfg.n_heads, bias=False)
+        if cfg.context_layers:
+            self.context_bias = nn.Linear(cfg.max_distance + 1, cfg.n_heads, bias=False)
         self.couplings = nn.ModuleList(_Coupling(cfg, sel) for sel in _patterns(cfg))
 
     def _context(self, graph: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -355,17 +400,19 @@ class ICTransferFlow(nn.Module):
         return h, oh
 
     @staticmethod
-    def _base_logp(z, present):
+    def _base_logp(z, present, circ):
         gauss = -0.5 * z**2 - 0.5 * math.log(2 * math.pi)
-        lp = torch.where(_IS_T.to(z.device), -math.log(2 * math.pi), gauss)
+        lp = torch.where(circ, -math.log(2 * math.pi), gauss)
         return (lp * present.to(z.dtype)).sum((-1, -2))
 
     def forward_tokens(self, v: torch.Tensor, graph: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token ic v [B, N, 3] -> base variables z [B, N, 3] and log|det dz/dv| [B] over the present
         entries (graph tensors batched [B, ...]; absent entries are zero in z and ignored)."""
-        present = graph["present"]
-        u = torch.where(_IS_T.to(v.device), v, (v - graph["mean"]) / graph["std"]) * present.to(v.dtype)
-        ld = -(torch.log(graph["std"]) * (present & ~_IS_T.to(v.device)).to(v.dtype)).sum((-1, -2))
+        present, circ = graph["present"], graph["circ"]
+        diff = v - graph["mean"]
+        diff = torch.where(_TORSION_COLUMN.to(v.device), _wrap(diff), diff)  # sibling torsions: circular diff
+        u = torch.where(circ, v, diff / graph["std"]) * present.to(v.dtype)
+        ld = -(torch.log(graph["std"]) * (present & ~circ).to(v.dtype)).sum((-1, -2))
         h0, oh = self._context(graph)
         for c in self.couplings:
             u, l = c(u, h0, oh, graph)
@@ -374,35 +421,39 @@ class ICTransferFlow(nn.Module):
 
     def inverse_tokens(self, z: torch.Tensor, graph: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Inverse of `forward_tokens`: (v, log|det dv/dz|)."""
-        present = graph["present"]
-        is_t = _IS_T.to(z.device)
+        present, circ = graph["present"], graph["circ"]
         h0, oh = self._context(graph)
         u, ld = z * present.to(z.dtype), z.new_zeros(z.shape[0])
         for c in reversed(self.couplings):
             u, l = c(u, h0, oh, graph, inverse=True)
             ld = ld + l
-        v = torch.where(is_t, u, u * graph["std"] + graph["mean"]) * present.to(u.dtype)
-        return v, ld + (torch.log(graph["std"]) * (present & ~is_t).to(u.dtype)).sum((-1, -2))
+        y = u * graph["std"] + graph["mean"]
+        y = torch.where(_TORSION_COLUMN.to(z.device), _wrap(y), y)
+        v = torch.where(circ, u, y) * present.to(u.dtype)
+        return v, ld + (torch.log(graph["std"]) * (present & ~circ).to(u.dtype)).sum((-1, -2))
 
     def log_prob_tokens(self, v: torch.Tensor, graph: dict) -> torch.Tensor:
         """log q_ic [B] of per-token internal coordinates v [B, N, 3] (graph tensors batched [B, ...])."""
         z, ld = self.forward_tokens(v, graph)
-        return self._base_logp(z, graph["present"]) + ld
+        return self._base_logp(z, graph["present"], graph["circ"]) + ld
 
     def sample_tokens(self, n: int, graph: dict, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws of per-token ic [n, N, 3] and their log q_ic for one molecule (graph tensors [N, ...])."""
         g = {k: graph[k][None].expand(n, *graph[k].shape) for k in GRAPH_KEYS}
         dev, dt = g["mean"].device, g["mean"].dtype
         N = g["mean"].shape[1]
-        z = torch.randn(n, N, 3, generator=generator, dtype=dt)
-        z[..., 2] = (torch.rand(n, N, generator=generator, dtype=dt) * 2 - 1) * math.pi
-        z = z.to(dev) * g["present"].to(dt)
+        gauss = torch.randn(n, N, 3, generator=generator, dtype=dt).to(dev)
+        unif = ((torch.rand(n, N, 3, generator=generator, dtype=dt) * 2 - 1) * math.pi).to(dev)
+        z = torch.where(g["circ"], unif, gauss) * g["present"].to(dt)
         v, ld = self.inverse_tokens(z, g)
-        return v, self._base_logp(z, g["present"]) - ld
+        return v, self._base_logp(z, g["present"], g["circ"]) - ld
 
-    def bind(self, topology, system, temperature_K: float) -> BoundICTransfer:
-        """This model on one molecule: `sample` / `log_prob` on standardised Cartesian coordinates."""
-        return BoundICTransfer(self, molecule_graph(topology, system, temperature_K, self.config.std_nm))
+    def bind(self, topology, system, temperature_K: float, positions) -> BoundICTransfer:
+        """This model on one molecule (positions: any reasonable structure, nm; it is minimised to place
+        the sibling torsions): `sample` / `log_prob` on standardised Cartesian coordinates."""
+        cfg = self.config
+        graph = molecule_graph(topology, system, temperature_K, cfg.std_nm, positions, cfg.sibling_std)
+        return BoundICTransfer(self, graph)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -459,15 +510,19 @@ class TokenDataset(torch.utils.data.Dataset):
         source: a `PeptideMDFile`; ranges: {system: (start, stop)}; std_nm: the length scale; stride.
     """
 
-    def __init__(self, source, ranges: dict, std_nm: float, stride: int = 1):
+    def __init__(self, source, ranges: dict, std_nm: float, stride: int = 1, sibling_std: float = 0.25):
         from scifm.prose.data import centre
+        from scifm.prose.peptides import topology_from_pdb
 
         self.std_nm = float(std_nm)
         self.systems: list[dict] = []
         index = []
         for s_i, (name, (lo, hi)) in enumerate(ranges.items()):
             sysm = source.system(name)
-            graph = molecule_graph(sysm.topology, sysm.create_system(), sysm.temperature_K, self.std_nm)
+            pos = topology_from_pdb(sysm.attrs["topology_pdb"])[1]
+            graph = molecule_graph(
+                sysm.topology, sysm.create_system(), sysm.temperature_K, self.std_nm, pos, sibling_std
+            )
             x = torch.as_tensor(centre(source.coordinates(name, lo, hi, stride)) / self.std_nm)
             v = torch.cat([ic_to_tokens(ic_from_cartesian(xb, graph["zmatrix"])) for xb in x.split(4096)])
             self.systems.append(dict(name=name, v=v.float(), graph=graph))
@@ -494,13 +549,14 @@ def collate_tokens(items: list[dict]) -> dict[str, torch.Tensor]:
         "mean": torch.zeros(B, n_max, 3),
         "std": torch.ones(B, n_max, 3),
         "present": torch.zeros(B, n_max, 3, dtype=torch.bool),
+        "circ": torch.zeros(B, n_max, 3, dtype=torch.bool),
         "tokens": torch.zeros(B, n_max, 9, dtype=torch.long),
         "dist": torch.full((B, n_max, n_max), 10**6, dtype=torch.long),
         "real": torch.zeros(B, n_max, dtype=torch.bool),
     }
     for b, it in enumerate(items):
         n = it["v"].shape[0]
-        for k in ("v", "mean", "std", "present", "tokens"):
+        for k in ("v", "mean", "std", "present", "circ", "tokens"):
             out[k][b, :n] = it[k]
         out["dist"][b, :n, :n] = it["dist"]
         out["real"][b, :n] = True
