@@ -333,7 +333,7 @@ def main() -> int:
     p.add_argument("--transfer-batch", type=int, default=128)
     p.add_argument("--ict-hidden", type=int, default=64, help="ictransfer width")
     p.add_argument("--ict-layers", type=int, default=8, help="ictransfer couplings")
-    p.add_argument("--smc-particles", type=int, default=500)
+    p.add_argument("--smc-particles", type=int, default=400)
     p.add_argument("--smc-steps", type=int, default=50)
     p.add_argument("--train-threads", type=int, default=1, help="torch threads of each flow training")
     p.add_argument("--n-train", type=int, default=30)
