@@ -645,9 +645,13 @@ def _check_circuit(rows):
 
 
 def _check_prose(rows):
-    # alanine dipeptide with the TarFlow and with the IC flow, then one zero-shot dipeptide
-    assert [r["task"] for r in rows][:2] == ["Ace-A-Nme"] * 2 and len(rows) == 3
-    assert rows[1]["model"].startswith("IC flow") and rows[2]["task"].startswith("zero-shot")
+    # alanine dipeptide with the TarFlow and with the IC flow, then one zero-shot dipeptide: the
+    # transferable flow's SNIS and SMC, and plain MD with as many force evaluations as each
+    assert [r["task"] for r in rows][:2] == ["Ace-A-Nme"] * 2 and len(rows) == 6
+    assert rows[1]["model"].startswith("IC flow") and all(r["task"].startswith("zero-shot") for r in rows[2:])
+    assert [r["method"] for r in rows[2:]] == ["snis", "smc", "md", "md"]
+    assert rows[4]["energy_evaluations"] == rows[2]["energy_evaluations"]
+    assert rows[5]["energy_evaluations"] == rows[3]["energy_evaluations"]
     assert all(r["ess"] is None or 0 < r["ess"] <= 1 for r in rows)
 
 
