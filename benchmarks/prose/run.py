@@ -116,8 +116,8 @@ def _time_cap(a) -> list[str]:
     return [] if a.quick or not a.max_train_s else ["--max-time-s", str(a.max_train_s)]
 
 
-def _snis(a, run: Path, sequence: str, reference: Path, out: Path, n: int, *extra: str) -> dict:
-    """`sci-fm sample prose --method snis` (or the method in `extra`) with n proposals; returns its
+def _sample(a, run: Path, sequence: str, reference: Path, out: Path, n: int, *extra: str) -> dict:
+    """`sci-fm sample prose` with n proposals (`--method snis` unless `extra` names another); returns its
     metrics.json (reused when the folder already holds one)."""
     if (out / "metrics.json").is_file() and not a.quick:
         return json.loads((out / "metrics.json").read_text())
@@ -183,7 +183,7 @@ def bench_ad(a, wd: Path) -> list[dict]:
             small = ["--ic-hidden", "32", "--ic-layers", "4"] if q else []
             _train(a, data, run, 1 if q else a.ic_epochs, 32 if q else 256, "--model", "icflow", *small)
         out = wd / ("ad_snis" if model == "tarflow" else f"ad_{model}_snis")
-        m = _snis(a, run, "Ace-A-Nme", held_out, out, 500 if q else a.n_proposals)
+        m = _sample(a, run, "Ace-A-Nme", held_out, out, 500 if q else a.n_proposals)
         row = {"task": "Ace-A-Nme", "model": MODEL_LABELS[model], "method": "snis"}
         row.update({k: m.get(k) for k in COLUMNS})
         row["passes"] = bool(
@@ -253,16 +253,16 @@ def bench_transfer(a, wd: Path) -> list[dict]:
     n_smc, smc_steps = (64, 5) if q else (a.smc_particles, a.smc_steps)
     rows = []
     for s in test:
-        ms = _snis(a, run, s, data, wd / f"zero_shot_{s}_snis", n_snis)
+        ms = _sample(a, run, s, data, wd / f"zero_shot_{s}_snis", n_snis)
         smc_args = ["--method", "smc", "--smc-steps", str(smc_steps), "--smc-kernel", "mala"]
-        mc = _snis(a, run, s, data, wd / f"zero_shot_{s}_smc", n_smc, *smc_args)
+        mc = _sample(a, run, s, data, wd / f"zero_shot_{s}_smc", n_smc, *smc_args)
         base = {"task": f"zero-shot {s}"}
         rows.append({**base, "model": label, "method": "snis", **{k: ms.get(k) for k in COLUMNS}})
         rows[-1]["passes"] = bool(ms["ess"] is not None and ms["ess"] >= 0.01)
         rows.append({**base, "model": label, "method": "smc", **{k: mc.get(k) for k in COLUMNS}})
         for ref_method, budget in (("snis", ms["energy_evaluations"]), ("smc", mc["energy_evaluations"])):
             md_args = ["--method", "md", "--md-interval", str(max(1, budget // 2000))]
-            mm = _snis(a, run, s, data, wd / f"zero_shot_{s}_md_as_{ref_method}", budget, *md_args)
+            mm = _sample(a, run, s, data, wd / f"zero_shot_{s}_md_as_{ref_method}", budget, *md_args)
             row = {**base, "model": f"plain MD (cost of {ref_method.upper()})", "method": "md"}
             rows.append({**row, **{k: mm.get(k) for k in COLUMNS}})
     return rows

@@ -279,9 +279,8 @@ def run_train(args) -> int:
             collate_tokens,
         )
 
-        sib = ICTransferConfig.sibling_std
-        train_ds = TokenDataset(src, train_r, std, stride=args.stride, sibling_std=sib)
-        val_ds = TokenDataset(src, val_r, std, stride=args.stride, sibling_std=sib) if val_r else None
+        train_ds = TokenDataset(src, train_r, std, stride=args.stride)
+        val_ds = TokenDataset(src, val_r, std, stride=args.stride) if val_r else None
         sizes = dict(d_model=args.ic_hidden, n_couplings=args.ic_layers, n_bins=args.ic_bins)
         model = ICTransferFlow(ICTransferConfig(std_nm=std, **{k: v for k, v in sizes.items() if v}))
         cfg, task_cls, collate_fn = model.config, ICTransferTask, collate_tokens

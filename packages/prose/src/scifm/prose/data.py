@@ -40,6 +40,7 @@ __all__ = [
     "SystemRecord",
     "collate",
     "merge_peptide_md",
+    "read_peptide_md",
     "validate_peptide_md",
     "write_peptide_md",
 ]
@@ -283,37 +284,42 @@ class PeptideMDFile:
             return np.asarray(f["systems"][name]["coordinates"][start:stop:stride], dtype=np.float64)
 
 
+def read_peptide_md(path: str | os.PathLike) -> list[SystemRecord]:
+    """Every system of a (validated) file as a `SystemRecord`, attributes as written (list/dict attributes,
+    stored as JSON text, decoded again): the inverse of `write_peptide_md`."""
+    import h5py
+
+    src = PeptideMDFile(path)
+    records: list[SystemRecord] = []
+    with h5py.File(src.path, "r") as f:
+        for name in src.names:
+            g = f["systems"][name]
+            attrs = {k: _attr(v) for k, v in g.attrs.items()}
+            for k, v in attrs.items():
+                if isinstance(v, str) and v[:1] in "[{":
+                    try:
+                        attrs[k] = json.loads(v)
+                    except ValueError:
+                        pass
+            records.append(
+                SystemRecord(
+                    name=name,
+                    coordinates=g["coordinates"][()],
+                    atom_names=[_attr(a) for a in g["atom_names"][()]],
+                    elements=[_attr(a) for a in g["elements"][()]],
+                    residue_names=[_attr(a) for a in g["residue_names"][()]],
+                    atom_residue=g["atom_residue"][()],
+                    bonds=g["bonds"][()],
+                    attrs=attrs,
+                )
+            )
+    return records
+
+
 def merge_peptide_md(inputs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     """Write the systems of several peptide_md files into one new file (every input validated first; a
     system name found twice is an error)."""
-    import h5py
-
-    sources = [PeptideMDFile(p) for p in inputs]
-    records: list[SystemRecord] = []
-    for src in sources:
-        with h5py.File(src.path, "r") as f:
-            for name in src.names:
-                g = f["systems"][name]
-                attrs = {k: _attr(v) for k, v in g.attrs.items()}
-                for k, v in attrs.items():
-                    if isinstance(v, str) and v[:1] in "[{":
-                        try:
-                            attrs[k] = json.loads(v)
-                        except ValueError:
-                            pass
-                records.append(
-                    SystemRecord(
-                        name=name,
-                        coordinates=g["coordinates"][()],
-                        atom_names=[_attr(a) for a in g["atom_names"][()]],
-                        elements=[_attr(a) for a in g["elements"][()]],
-                        residue_names=[_attr(a) for a in g["residue_names"][()]],
-                        atom_residue=g["atom_residue"][()],
-                        bonds=g["bonds"][()],
-                        attrs=attrs,
-                    )
-                )
-    return write_peptide_md(out, records)
+    return write_peptide_md(out, [r for p in inputs for r in read_peptide_md(p)])
 
 
 def centre(x: np.ndarray | torch.Tensor):

@@ -293,6 +293,18 @@ def rq_spline(
     return out, (-logdet if inverse else logdet)
 
 
+def spline_with_tails(v, w, h, d, circular, tail_bound: float, inverse: bool = False):
+    """`rq_spline` elementwise on v with two kinds of entries: circular ones (`circular` True, broadcast
+    against v) on [-pi, pi], the others on [-tail_bound, tail_bound] with identity outside (derivative 1 at
+    the ends, so d = 0 there). Returns (y, log|dy/dv|), zero log-det where the identity applies."""
+    bound = torch.where(circular, math.pi, tail_bound).to(v.dtype)
+    d = torch.where(circular[..., None], d, F.pad(d[..., 1:-1], (1, 1)))
+    inside = circular | (v.abs() < bound)
+    x = torch.where(inside, v, torch.zeros_like(v)) / bound
+    y, ld = rq_spline(x.clamp(-1, 1), w, h, d, 1.0, inverse=inverse)
+    return torch.where(inside, y * bound, v), torch.where(inside, ld, torch.zeros_like(ld))
+
+
 # ---------------------------------------------------------------------------------------- the flow
 @dataclass
 class ICFlowConfig:
@@ -339,16 +351,8 @@ class _Coupling(nn.Module):
 
     def forward(self, u: torch.Tensor, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         w, h, d = self._params(u)
-        v = u[:, self.tr]
-        # torsions: spline on [-pi, pi]; bonds/angles: spline on [-B, B], identity outside (derivative 1 at
-        # the ends, so d = 0 there)
-        bound = torch.where(self.tr_tors, math.pi, self.bound).to(v.dtype)
-        d = torch.where(self.tr_tors[:, None], d, F.pad(d[..., 1:-1], (1, 1)))
-        inside = self.tr_tors | (v.abs() < bound)
-        vin = torch.where(inside, v, torch.zeros_like(v)) / bound
-        y, ld = rq_spline(vin, w, h, d, 1.0, inverse=inverse)
-        y = torch.where(inside, y * bound, v)
-        ld = torch.where(inside, ld, torch.zeros_like(ld))
+        # torsions on the circle, bonds/angles on [-B, B] with identity tails
+        y, ld = spline_with_tails(u[:, self.tr], w, h, d, self.tr_tors, self.bound, inverse)
         out = u.clone()
         out[:, self.tr] = y
         return out, ld.sum(-1)

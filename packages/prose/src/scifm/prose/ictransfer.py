@@ -44,7 +44,7 @@ from scifm.prose.icflow import (
     ic_from_cartesian,
     place_rigidly,
     rigid_log_prob,
-    rq_spline,
+    spline_with_tails,
 )
 from scifm.prose.tarflow import sample_in_batches, strict_from_dict
 
@@ -135,7 +135,7 @@ def _name_digit(name: str) -> int:
 
 
 def molecule_graph(
-    topology, system, temperature_K: float, std_nm: float, positions, sibling_std: float = 0.25
+    topology, system, temperature_K: float, std_nm: float, positions, sibling_std=ICTransferConfig.sibling_std
 ) -> dict:
     """Everything the flow needs about one molecule, in token (placement) order.
 
@@ -323,26 +323,23 @@ class _Coupling(nn.Module):
             ],
             -1,
         )
-        real = graph.get("real")  # padded batches say which tokens are atoms; one molecule: all are
-        bias = self.dist_bias(dist_onehot).permute(0, 3, 1, 2)  # [B, H, N, N]
-        if real is not None:
-            bias = bias.masked_fill(~real[:, None, None, :], float("-inf"))
         h = h0 + self.inp(feats)
-        bias = bias.to(h.dtype)
+        bias = _attention_bias(self.dist_bias, dist_onehot, graph).to(h.dtype)
         for blk in self.blocks:
             h = blk(h, bias)
         p = self.head(h).view(B, N, 3, 3 * self.K + 1)
         w, hh, d = p[..., : self.K], p[..., self.K : 2 * self.K], p[..., 2 * self.K :]
-        # circular entries: spline on [-pi, pi]; the others: on [-B, B], identity outside (derivative 1 at
-        # the ends, so d = 0 there)
-        bound = torch.where(circ, math.pi, self.bound).to(u.dtype)
-        d = torch.where(circ[..., None], d, F.pad(d[..., 1:-1], (1, 1)))
-        inside = m & (circ | (u.abs() < bound))
-        x = torch.where(inside, u, torch.zeros_like(u)) / bound
-        y, ld = rq_spline(x.clamp(-1, 1), w, hh, d, 1.0, inverse=inverse)
-        out = torch.where(inside, y * bound, u)
-        ld = torch.where(inside, ld, torch.zeros_like(ld))
-        return out, ld.sum((-1, -2))
+        y, ld = spline_with_tails(u, w, hh, d, circ, self.bound, inverse)
+        out = torch.where(m, y, u)
+        return out, torch.where(m, ld, torch.zeros_like(ld)).sum((-1, -2))
+
+
+def _attention_bias(linear: nn.Linear, dist_onehot: torch.Tensor, graph: dict) -> torch.Tensor:
+    """Per-head additive attention bias [B, H, N, N] from one-hot graph distances; keys that are padding
+    (graph["real"] False, only in padded batches) get -inf."""
+    bias = linear(dist_onehot).permute(0, 3, 1, 2)
+    real = graph.get("real")
+    return bias if real is None else bias.masked_fill(~real[:, None, None, :], float("-inf"))
 
 
 def _wrap(a: torch.Tensor) -> torch.Tensor:
@@ -392,9 +389,7 @@ class ICTransferFlow(nn.Module):
         d = graph["dist"].clamp_max(self.config.max_distance)
         oh = F.one_hot(d, self.config.max_distance + 1).to(h.dtype)
         if len(self.context):
-            bias = self.context_bias(oh).permute(0, 3, 1, 2)
-            if graph.get("real") is not None:
-                bias = bias.masked_fill(~graph["real"][:, None, None, :], float("-inf"))
+            bias = _attention_bias(self.context_bias, oh, graph)
             for blk in self.context:
                 h = blk(h, bias)
         return h, oh
@@ -510,7 +505,9 @@ class TokenDataset(torch.utils.data.Dataset):
         source: a `PeptideMDFile`; ranges: {system: (start, stop)}; std_nm: the length scale; stride.
     """
 
-    def __init__(self, source, ranges: dict, std_nm: float, stride: int = 1, sibling_std: float = 0.25):
+    def __init__(
+        self, source, ranges: dict, std_nm: float, stride: int = 1, sibling_std=ICTransferConfig.sibling_std
+    ):
         from scifm.prose.data import centre
         from scifm.prose.peptides import topology_from_pdb
 

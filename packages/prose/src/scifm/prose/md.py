@@ -242,33 +242,27 @@ def _read_part(path: Path, job: tuple) -> dict | None:
     """The finished trajectory of `job` from its part file, or None when it is missing or was made with
     other settings (then it is simulated again and the part file replaced)."""
     from scifm.core.errors import DataError
-    from scifm.prose.data import PeptideMDFile
+    from scifm.prose.data import read_peptide_md
 
     name, n_frames, settings, seed, _ = job
     if not path.is_file():
         return None
     try:
-        src = PeptideMDFile(path)
+        rec = {r.name: r for r in read_peptide_md(path)}.get(name)
     except DataError:
         return None
-    info = src.info.get(name)
-    if info is None or info["n_frames"] != n_frames or int(info["seed"]) != int(seed):
+    if rec is None or len(rec.coordinates) != n_frames or int(rec.attrs["seed"]) != int(seed):
         return None
     for k, v in asdict(settings).items():
-        if k not in info or (str(info[k]) != str(v) and not _close(info[k], v)):
+        if k not in rec.attrs or (str(rec.attrs[k]) != str(v) and not _close(rec.attrs[k], v)):
             return None
-    attrs = {k: v for k, v in info.items() if k not in ("n_frames", "n_atoms", "topology_pdb", "wall_s")}
-    for k in ("force_field_files",):
-        if isinstance(attrs.get(k), str) and attrs[k].startswith("["):
-            import json
-
-            attrs[k] = json.loads(attrs[k])
+    attrs = {k: v for k, v in rec.attrs.items() if k not in ("topology_pdb", "wall_s")}
     return dict(
         name=name,
-        coordinates=src.coordinates(name).astype(np.float32),
-        pdb=info["topology_pdb"],
+        coordinates=rec.coordinates.astype(np.float32),
+        pdb=rec.attrs["topology_pdb"],
         attrs=attrs,
-        wall_s=float(info.get("wall_s", 0.0)),
+        wall_s=float(rec.attrs.get("wall_s", 0.0)),
         resumed=True,
     )
 

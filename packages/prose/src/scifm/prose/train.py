@@ -67,14 +67,22 @@ class ProseTask(Task):
         return nll_loss(self.model, batch, train=(stage == "train"))
 
 
-def export_run(run_dir: str | Path, model: ProseFlow, meta: dict) -> Path:
+def _flow_classes() -> dict[str, tuple[type, type]]:
+    """Saved model name -> (flow class, config class) of every flow `sci-fm train prose` writes."""
     from scifm.prose.icflow import MODEL_NAME as IC_NAME
-    from scifm.prose.icflow import ICFlow
+    from scifm.prose.icflow import ICFlow, ICFlowConfig
     from scifm.prose.ictransfer import MODEL_NAME as ICT_NAME
-    from scifm.prose.ictransfer import ICTransferFlow
+    from scifm.prose.ictransfer import ICTransferConfig, ICTransferFlow
 
-    name = IC_NAME if isinstance(model, ICFlow) else MODEL_NAME
-    name = ICT_NAME if isinstance(model, ICTransferFlow) else name
+    return {
+        MODEL_NAME: (ProseFlow, ProseConfig),
+        IC_NAME: (ICFlow, ICFlowConfig),
+        ICT_NAME: (ICTransferFlow, ICTransferConfig),
+    }
+
+
+def export_run(run_dir: str | Path, model: ProseFlow, meta: dict) -> Path:
+    name = next(n for n, (cls, _) in _flow_classes().items() if type(model) is cls)
     return save_model(
         Path(run_dir) / "model",
         name=name,
@@ -92,22 +100,11 @@ def load_run(path: str | Path, device: str = "cpu") -> tuple[ProseFlow, dict]:
     if (p / "model" / "model.json").is_file():
         p = p / "model"
     name, config, state, meta = load_model(p, device=device)
-    if name == "prose-icflow":
-        from scifm.prose.icflow import ICFlow, ICFlowConfig
-
-        model = ICFlow(ICFlowConfig.from_dict(config)).to(device)
-        model.load_state_dict(state)
-        return model.eval(), meta or {}
-    if name == "prose-ictransfer":
-        from scifm.prose.ictransfer import ICTransferConfig, ICTransferFlow
-
-        model = ICTransferFlow(ICTransferConfig.from_dict(config)).to(device)
-        model.load_state_dict(state)
-        return model.eval(), meta or {}
-    if name != MODEL_NAME:
-        raise DataError(
-            p, f"model {name!r} is not a Prose flow ({MODEL_NAME!r}, 'prose-icflow' or 'prose-ictransfer')"
-        )
-    model = ProseFlow(ProseConfig.from_dict(config)).to(device)
+    flows = _flow_classes()
+    if name not in flows:
+        known = ", ".join(repr(n) for n in flows)
+        raise DataError(p, f"model {name!r} is not a Prose flow ({known})")
+    cls, cfg_cls = flows[name]
+    model = cls(cfg_cls.from_dict(config)).to(device)
     model.load_state_dict(state)
     return model.eval(), meta or {}
