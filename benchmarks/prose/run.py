@@ -202,13 +202,21 @@ def _dipeptides(n: int, seed: int) -> list[str]:
     return [pairs[i] for i in rng.permutation(len(pairs))[:n]]
 
 
+TEST_POOL_START = 30  # the unseen sequences come after this many of the random order (see transfer_split)
+
+
 def transfer_split(n_train: int, n_test: int, seed: int) -> tuple[list[str], list[str]]:
-    """Random zwitterionic dipeptides: n_train for training, then n_test unseen ones whose two residues
-    both occur somewhere in the training set (zero-shot on new sequences, not on new amino acids)."""
+    """Random zwitterionic dipeptides: n_test unseen ones and n_train for training.
+
+    With m = min(n_train, TEST_POOL_START), the unseen ones are the first n_test after the first m of a
+    random order whose two residues both occur among those m (zero-shot on new sequences, not on new amino
+    acids); training takes the first n_train of the order that are not unseen ones. The test set is the same
+    for every n_train >= TEST_POOL_START, and a larger n_train extends the same training set."""
     seqs = _dipeptides(400, seed)
-    train = seqs[:n_train]
-    seen = {c for s in train for c in s}
-    test = [s for s in seqs[n_train:] if set(s) <= seen][:n_test]
+    m = min(n_train, TEST_POOL_START)
+    seen = {c for s in seqs[:m] for c in s}
+    test = [s for s in seqs[m:] if set(s) <= seen][:n_test]
+    train = [s for s in seqs if s not in test][:n_train]
     return train, test
 
 
@@ -219,9 +227,12 @@ def bench_transfer(a, wd: Path) -> list[dict]:
     n_train, n_test = (3, 1) if q else (a.n_train, a.n_test)
     train, test = transfer_split(n_train, n_test, a.seed)
     seqs = train + test
-    frames, interval, warm = (60, 100, 1000) if q else (a.transfer_ns * 1000, 1000, 50_000)
+    dt = a.transfer_timestep_fs
+    per_ps = round(1000 / dt)  # MD steps per ps
+    frames, interval, warm = (60, 100, 1000) if q else (a.transfer_ns * 1000, per_ps, 50 * per_ps)
     data = wd / "dipeptides.h5"
     md_args = ["--force-field", a.transfer_force_field, "--parts-dir", str(wd / "md_parts")]
+    md_args += ["--timestep-fs", str(dt), "--hydrogen-mass", str(a.transfer_hydrogen_mass)]
     _peptide_md(a, data, seqs, frames, interval, warm, a.seed, *md_args)
     run = wd / "transfer_run"
     model = a.transfer_model
@@ -328,6 +339,18 @@ def main() -> int:
         default="amber99sbildn-obc",
         choices=["amber99sbildn-obc", "amber14-obc1"],
         help="dipeptide MD force field (amber14-obc1 is ManyPeptidesMD's; ~14x slower on one core)",
+    )
+    p.add_argument(
+        "--transfer-timestep-fs",
+        type=float,
+        default=2.0,
+        help="dipeptide MD step; frames stay 1 ps apart and the warm-up 50 ps",
+    )
+    p.add_argument(
+        "--transfer-hydrogen-mass",
+        type=float,
+        default=3.0,
+        help="amu, hydrogen mass repartitioning for the dipeptide MD (0 = natural masses, for 1 fs)",
     )
     p.add_argument("--transfer-lr", type=float, default=1e-3)
     p.add_argument("--transfer-batch", type=int, default=128)

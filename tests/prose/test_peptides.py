@@ -147,3 +147,24 @@ def test_chirality_detection_and_mirroring():
     assert info["mirrored_fraction"] == pytest.approx(1 / 3)
     assert info["uncorrectable_fraction"] == pytest.approx(1 / 3)
     assert (chirality_signs(fixed[:2], centres) == chirality_signs(pep.positions[None], centres)).all()
+
+
+def test_hydrogen_mass_repartitioning_keeps_total_mass_and_moves_it_to_hydrogens():
+    import openmm.unit as u
+
+    from scifm.prose.md import repartition_hydrogen_mass, settings_for
+
+    pep = build_peptide("WY", seed=0)
+    system = create_system(pep.topology, "amber99sbildn-obc")
+    before = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(system.getNumParticles())])
+    repartition_hydrogen_mass(system, pep.topology, 3.0)
+    after = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(system.getNumParticles())])
+    is_h = np.array([a.element.symbol == "H" for a in pep.topology.atoms()])
+    assert after.sum() == pytest.approx(before.sum(), rel=1e-12)
+    assert np.allclose(after[is_h], 3.0)
+    assert (after[~is_h] < before[~is_h] + 1e-12).all() and after[~is_h].min() > 1.0
+    # the Trp CB carries two hydrogens, so it gives up 2 x (3 - m_H) amu
+    cb = next(a.index for a in pep.topology.atoms() if a.name == "CB" and a.residue.name == "TRP")
+    assert before[cb] - after[cb] == pytest.approx(2 * (3.0 - before[is_h][0]), rel=1e-9)
+    with pytest.raises(ConfigError, match="hydrogen mass"):
+        settings_for(False, hydrogen_mass_amu=9.0)

@@ -22,7 +22,7 @@ import numpy as np
 
 from scifm.core.errors import ConfigError
 
-__all__ = ["MDSettings", "generate", "run_md", "settings_for"]
+__all__ = ["MDSettings", "generate", "repartition_hydrogen_mass", "run_md", "settings_for"]
 
 
 @dataclass
@@ -33,6 +33,7 @@ class MDSettings:
     timestep_fs: float = 1.0
     warmup_steps: int = 50_000
     frame_interval_steps: int = 1_000
+    hydrogen_mass_amu: float = 0.0  # > 0: hydrogen mass repartitioning (0 = natural masses)
 
     @property
     def frame_interval_ps(self) -> float:
@@ -52,6 +53,8 @@ def settings_for(capped: bool, **overrides) -> MDSettings:
         raise ConfigError(f"unknown force field {s.force_field!r} (known: {sorted(FORCE_FIELDS)})")
     if s.timestep_fs <= 0 or s.frame_interval_steps < 1 or s.warmup_steps < 0 or s.temperature_K <= 0:
         raise ConfigError(f"invalid MD settings {s}")
+    if s.hydrogen_mass_amu != 0 and not 1.0 <= s.hydrogen_mass_amu <= 4.0:
+        raise ConfigError(f"hydrogen mass must be 0 (off) or in [1, 4] amu, got {s.hydrogen_mass_amu}")
     return s
 
 
@@ -77,6 +80,8 @@ def run_md(
     seq, capped = parse_system_name(name)
     pep = build_peptide(seq, capped, seed=seed)
     system = create_system(pep.topology, settings.force_field)
+    if settings.hydrogen_mass_amu > 0:
+        repartition_hydrogen_mass(system, pep.topology, settings.hydrogen_mass_amu)
     integ = mm.LangevinMiddleIntegrator(
         settings.temperature_K * u.kelvin,
         settings.friction_per_ps / u.picosecond,
@@ -123,6 +128,28 @@ def run_md(
     return dict(
         name=pep.name, coordinates=frames, pdb=pep.to_pdb(), attrs=attrs, wall_s=time.perf_counter() - t0
     )
+
+
+def repartition_hydrogen_mass(system, topology, hydrogen_mass_amu: float) -> None:
+    """Hydrogen mass repartitioning in place: every hydrogen gets `hydrogen_mass_amu` and its bonded heavy
+    atom loses the difference, so the total mass is unchanged.
+
+    Masses do not enter the configurational Boltzmann distribution exp(-U/kT), so the sampled ensemble is the
+    same; the fastest (X-H stretch) period grows by about sqrt(reduced-mass ratio), which allows a 2 fs step
+    without constraints."""
+    import openmm.unit as u
+
+    amu = u.dalton
+    for a, b in topology.bonds():
+        for h, x in ((a, b), (b, a)):
+            if h.element is not None and h.element.symbol == "H" and (x.element is None or x.element.symbol != "H"):
+                m_h = system.getParticleMass(h.index).value_in_unit(amu)
+                m_x = system.getParticleMass(x.index).value_in_unit(amu)
+                delta = hydrogen_mass_amu - m_h
+                if m_x - delta <= 1.0:
+                    raise ConfigError(f"hydrogen mass {hydrogen_mass_amu} leaves atom {x.name} with mass <= 1 amu")
+                system.setParticleMass(h.index, hydrogen_mass_amu * amu)
+                system.setParticleMass(x.index, (m_x - delta) * amu)
 
 
 _QUEUE = None
