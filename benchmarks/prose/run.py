@@ -226,6 +226,7 @@ def bench_transfer(a, wd: Path) -> list[dict]:
     q = a.quick
     n_train, n_test = (3, 1) if q else (a.n_train, a.n_test)
     train, test = transfer_split(n_train, n_test, a.seed)
+    a.train_systems, a.test_systems = train, test  # recorded in the record's config
     seqs = train + test
     dt = a.transfer_timestep_fs
     per_ps = round(1000 / dt)  # MD steps per ps
@@ -280,12 +281,14 @@ def bench_transfer(a, wd: Path) -> list[dict]:
 
 
 def _keep_outputs(wd: Path, dest: Path) -> tuple[list[str], list[str]]:
-    """Copy each sampling run's metrics.json and plots to dest/<run>/; returns (plots, metrics files), paths
+    """Copy each sampling run's metrics.json and plots, and the transfer training's metrics.json (its fit
+    summary: steps, epochs, wall time, last losses), to dest/<run>/; returns (plots, metrics files), paths
     relative to the record's folder (the metrics files become the record's ``config.sources``)."""
     import shutil
 
     plots, sources = [], []
-    for run in sorted(wd.glob("ad_snis")) + sorted(wd.glob("ad_*_snis")) + sorted(wd.glob("zero_shot_*")):
+    runs = sorted(wd.glob("ad_snis")) + sorted(wd.glob("ad_*_snis")) + sorted(wd.glob("zero_shot_*"))
+    for run in runs + sorted(wd.glob("transfer_run")):
         if not (run / "metrics.json").is_file():
             continue
         (dest / run.name).mkdir(parents=True, exist_ok=True)

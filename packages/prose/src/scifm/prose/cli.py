@@ -96,13 +96,15 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--frames", type=int, default=1000, help="frames per sequence (one per --interval-steps)")
     p.add_argument("--warmup-steps", type=int, default=50_000)
-    p.add_argument("--interval-steps", type=int, default=1_000, help="MD steps between frames (of --timestep-fs each)")
+    p.add_argument(
+        "--interval-steps", type=int, default=1_000, help="MD steps between frames (of --timestep-fs each)"
+    )
     p.add_argument("--timestep-fs", type=float, default=1.0)
     p.add_argument(
         "--hydrogen-mass",
         type=float,
         default=0.0,
-        help="amu; > 0 repartitions mass from each heavy atom onto its hydrogens (e.g. 3 with --timestep-fs 2; "
+        help="amu; > 0 moves mass from each heavy atom onto its hydrogens (e.g. 3 with --timestep-fs 2; "
         "masses do not change the configurational ensemble). Default 0: natural masses",
     )
     p.add_argument("--workers", type=int, default=1, help="parallel processes (one sequence each)")

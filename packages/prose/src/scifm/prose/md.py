@@ -142,12 +142,18 @@ def repartition_hydrogen_mass(system, topology, hydrogen_mass_amu: float) -> Non
     amu = u.dalton
     for a, b in topology.bonds():
         for h, x in ((a, b), (b, a)):
-            if h.element is not None and h.element.symbol == "H" and (x.element is None or x.element.symbol != "H"):
+            if (
+                h.element is not None
+                and h.element.symbol == "H"
+                and (x.element is None or x.element.symbol != "H")
+            ):
                 m_h = system.getParticleMass(h.index).value_in_unit(amu)
                 m_x = system.getParticleMass(x.index).value_in_unit(amu)
                 delta = hydrogen_mass_amu - m_h
                 if m_x - delta <= 1.0:
-                    raise ConfigError(f"hydrogen mass {hydrogen_mass_amu} leaves atom {x.name} with mass <= 1 amu")
+                    raise ConfigError(
+                        f"hydrogen mass {hydrogen_mass_amu} leaves atom {x.name} with mass <= 1 amu"
+                    )
                 system.setParticleMass(h.index, hydrogen_mass_amu * amu)
                 system.setParticleMass(x.index, (m_x - delta) * amu)
 
