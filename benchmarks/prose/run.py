@@ -293,7 +293,11 @@ def _keep_outputs(wd: Path, dest: Path) -> tuple[list[str], list[str]]:
             continue
         (dest / run.name).mkdir(parents=True, exist_ok=True)
         for f in [run / "metrics.json", *sorted(run.glob("*.png"))]:
-            shutil.copy2(f, dest / run.name / f.name)
+            if f.suffix == ".json":  # no path of this machine in a committed file
+                text = f.read_text().replace(str(wd.resolve()) + "/", "").replace(str(REPO) + "/", "")
+                (dest / run.name / f.name).write_text(text)
+            else:
+                shutil.copy2(f, dest / run.name / f.name)
             (plots if f.suffix == ".png" else sources).append(f"{dest.name}/{run.name}/{f.name}")
     return plots, sources
 
