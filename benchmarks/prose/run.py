@@ -277,6 +277,12 @@ def bench_transfer(a, wd: Path) -> list[dict]:
             mm = _sample(a, run, s, data, wd / f"zero_shot_{s}_md_as_{ref_method}", budget, *md_args)
             row = {**base, "model": f"plain MD (cost of {ref_method.upper()})", "method": "md"}
             rows.append({**row, **{k: mm.get(k) for k in COLUMNS}})
+    for s in [] if q else a.in_distribution:  # the same SNIS on systems the flow was trained on
+        if s not in train:
+            raise SystemExit(f"--in-distribution {s}: not one of the training systems {train}")
+        mt = _sample(a, run, s, data, wd / f"train_sys_{s}_snis", n_snis)
+        row = {"task": f"training system {s}", "model": label.replace("zero-shot", "seen in training")}
+        rows.append({**row, "method": "snis", **{k: mt.get(k) for k in COLUMNS}})
     return rows
 
 
@@ -288,6 +294,7 @@ def _keep_outputs(wd: Path, dest: Path) -> tuple[list[str], list[str]]:
 
     plots, sources = [], []
     runs = sorted(wd.glob("ad_snis")) + sorted(wd.glob("ad_*_snis")) + sorted(wd.glob("zero_shot_*"))
+    runs += sorted(wd.glob("train_sys_*_snis"))
     for run in runs + sorted(wd.glob("transfer_run")):
         if not (run / "metrics.json").is_file():
             continue
@@ -368,6 +375,12 @@ def main() -> int:
     p.add_argument("--train-threads", type=int, default=1, help="torch threads of each flow training")
     p.add_argument("--n-train", type=int, default=30)
     p.add_argument("--n-test", type=int, default=5)
+    p.add_argument(
+        "--in-distribution",
+        nargs="*",
+        default=[],
+        help="training systems that also get the zero-shot SNIS (an in-distribution reference for the ESS)",
+    )
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     import tempfile
