@@ -5,6 +5,9 @@ constraints, 310 K, friction 0.3 /ps, 1 fs, 50,000 warm-up steps, a frame every 
 Capped peptides (Ace-X-Nme): amber99sbildn + amber99_obc, NoCutoff, no constraints, 300 K, friction 1 /ps
 (the value in the anchor's alanine-dipeptide config), 1 fs, same warm-up and frame interval.
 
+Hydrogen mass repartitioning (`hydrogen_mass_amu`, e.g. 3 with a 2 fs step) is optional: it leaves the
+configurational ensemble unchanged and halves the cost (benchmarks/prose/hmr_check.py).
+
 `generate(...)` runs many sequences in parallel processes (one OpenMM thread each, or the CUDA platform)
 with a progress bar over frames, then writes one `data_specs/peptide_md` file.
 """
