@@ -31,11 +31,9 @@ COLUMNS = {
 
 
 def one_run(sequence: str, ps: float, dt: float, hmass: float, seed: int) -> dict:
-    import openmm as mm
-    import openmm.unit as u
-
+    from scifm.prose.energy import OpenMMEnergy
     from scifm.prose.md import run_md, settings_for
-    from scifm.prose.peptides import create_system, select_platform, topology_from_pdb
+    from scifm.prose.peptides import create_system, topology_from_pdb
 
     every_fs = 200.0  # a frame every 0.2 ps
     s = settings_for(
@@ -48,13 +46,9 @@ def one_run(sequence: str, ps: float, dt: float, hmass: float, seed: int) -> dic
     )
     r = run_md(sequence, round(ps * 1000 / every_fs), s, seed=seed, platform="Reference")
     top, _ = topology_from_pdb(r["pdb"])
-    plat, props = select_platform("Reference")
-    ctx = mm.Context(create_system(top, "amber99sbildn-obc"), mm.VerletIntegrator(0.001), plat, props)
+    target = OpenMMEnergy(create_system(top, s.force_field), s.temperature_K, platform="Reference")
     x = r["coordinates"].astype(np.float64)
-    energy = []
-    for frame in x:
-        ctx.setPositions(frame * u.nanometer)
-        energy.append(ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
+    energy = target(x)[0] * target.kT  # kJ/mol
     pairs = [
         (a.index, b.index) for a, b in top.bonds() if (a.element.symbol == "H") != (b.element.symbol == "H")
     ]

@@ -152,17 +152,17 @@ def test_chirality_detection_and_mirroring():
 def test_hydrogen_mass_repartitioning_keeps_total_mass_and_moves_it_to_hydrogens():
     import openmm.unit as u
 
-    from scifm.prose.md import repartition_hydrogen_mass, settings_for
+    from scifm.prose.md import settings_for
 
     pep = build_peptide("WY", seed=0)
-    system = create_system(pep.topology, "amber99sbildn-obc")
-    before = np.array(
-        [system.getParticleMass(i).value_in_unit(u.dalton) for i in range(system.getNumParticles())]
-    )
-    repartition_hydrogen_mass(system, pep.topology, 3.0)
-    after = np.array(
-        [system.getParticleMass(i).value_in_unit(u.dalton) for i in range(system.getNumParticles())]
-    )
+
+    def masses(system):
+        return np.array(
+            [system.getParticleMass(i).value_in_unit(u.dalton) for i in range(system.getNumParticles())]
+        )
+
+    before = masses(create_system(pep.topology, "amber99sbildn-obc"))
+    after = masses(create_system(pep.topology, "amber99sbildn-obc", hydrogen_mass_amu=3.0))
     is_h = np.array([a.element.symbol == "H" for a in pep.topology.atoms()])
     assert after.sum() == pytest.approx(before.sum(), rel=1e-12)
     assert np.allclose(after[is_h], 3.0)

@@ -25,7 +25,7 @@ import numpy as np
 
 from scifm.core.errors import ConfigError
 
-__all__ = ["MDSettings", "generate", "repartition_hydrogen_mass", "run_md", "settings_for"]
+__all__ = ["MDSettings", "generate", "run_md", "settings_for"]
 
 
 @dataclass
@@ -82,9 +82,7 @@ def run_md(
     t0 = time.perf_counter()
     seq, capped = parse_system_name(name)
     pep = build_peptide(seq, capped, seed=seed)
-    system = create_system(pep.topology, settings.force_field)
-    if settings.hydrogen_mass_amu > 0:
-        repartition_hydrogen_mass(system, pep.topology, settings.hydrogen_mass_amu)
+    system = create_system(pep.topology, settings.force_field, settings.hydrogen_mass_amu)
     integ = mm.LangevinMiddleIntegrator(
         settings.temperature_K * u.kelvin,
         settings.friction_per_ps / u.picosecond,
@@ -131,34 +129,6 @@ def run_md(
     return dict(
         name=pep.name, coordinates=frames, pdb=pep.to_pdb(), attrs=attrs, wall_s=time.perf_counter() - t0
     )
-
-
-def repartition_hydrogen_mass(system, topology, hydrogen_mass_amu: float) -> None:
-    """Hydrogen mass repartitioning in place: every hydrogen gets `hydrogen_mass_amu` and its bonded heavy
-    atom loses the difference, so the total mass is unchanged.
-
-    Masses do not enter the configurational Boltzmann distribution exp(-U/kT), so the sampled ensemble is the
-    same; the fastest (X-H stretch) period grows by about sqrt(reduced-mass ratio), which allows a 2 fs step
-    without constraints."""
-    import openmm.unit as u
-
-    amu = u.dalton
-    for a, b in topology.bonds():
-        for h, x in ((a, b), (b, a)):
-            if (
-                h.element is not None
-                and h.element.symbol == "H"
-                and (x.element is None or x.element.symbol != "H")
-            ):
-                m_h = system.getParticleMass(h.index).value_in_unit(amu)
-                m_x = system.getParticleMass(x.index).value_in_unit(amu)
-                delta = hydrogen_mass_amu - m_h
-                if m_x - delta <= 1.0:
-                    raise ConfigError(
-                        f"hydrogen mass {hydrogen_mass_amu} leaves atom {x.name} with mass <= 1 amu"
-                    )
-                system.setParticleMass(h.index, hydrogen_mass_amu * amu)
-                system.setParticleMass(x.index, (m_x - delta) * amu)
 
 
 _QUEUE = None

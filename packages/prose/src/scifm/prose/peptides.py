@@ -259,8 +259,12 @@ def build_peptide(sequence: str, capped: bool = False, seed: int = 0) -> Peptide
     return Peptide(seq, capped, modeller.topology, pos)
 
 
-def create_system(topology, force_field: str):
-    """OpenMM System for `topology` with the named force field (see `FORCE_FIELDS`), no constraints."""
+def create_system(topology, force_field: str, hydrogen_mass_amu: float = 0.0):
+    """OpenMM System for `topology` with the named force field (see `FORCE_FIELDS`), no constraints.
+
+    `hydrogen_mass_amu` > 0: hydrogen mass repartitioning (OpenMM's `hydrogenMass`: each hydrogen gets this
+    mass, taken from its bonded heavy atom, total mass unchanged). Masses do not enter the configurational
+    distribution exp(-U/kT); the slower X-H stretch allows a 2 fs step without constraints."""
     import openmm.app as app
     import openmm.unit as u
 
@@ -271,7 +275,16 @@ def create_system(topology, force_field: str):
     kwargs = {"nonbondedMethod": getattr(app, spec["nonbonded"]), "constraints": None, "rigidWater": False}
     if spec["cutoff_nm"] is not None:
         kwargs["nonbondedCutoff"] = spec["cutoff_nm"] * u.nanometer
-    return ff.createSystem(topology, **kwargs)
+    if hydrogen_mass_amu > 0:
+        kwargs["hydrogenMass"] = hydrogen_mass_amu * u.dalton
+    system = ff.createSystem(topology, **kwargs)
+    if hydrogen_mass_amu > 0:
+        for atom in topology.atoms():
+            if system.getParticleMass(atom.index).value_in_unit(u.dalton) <= 1.0:
+                raise ConfigError(
+                    f"hydrogen mass {hydrogen_mass_amu} leaves atom {atom.name} with mass <= 1 amu"
+                )
+    return system
 
 
 def kT_kJ_per_mol(temperature_K: float) -> float:
