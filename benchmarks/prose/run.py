@@ -247,6 +247,8 @@ def bench_transfer(a, wd: Path) -> list[dict]:
                 "16" if q else str(a.ict_hidden),
                 "--ic-layers",
                 "4" if q else str(a.ict_layers),
+                "--ic-stiff-kT",
+                str(a.ict_stiff_kt),
             ]
         extra = [
             "--model",
@@ -370,6 +372,12 @@ def main() -> int:
     p.add_argument("--transfer-batch", type=int, default=128)
     p.add_argument("--ict-hidden", type=int, default=64, help="ictransfer width")
     p.add_argument("--ict-layers", type=int, default=8, help="ictransfer couplings")
+    p.add_argument(
+        "--ict-stiff-kt",
+        type=float,
+        default=10.0,
+        help="ictransfer: barrier (kT) above which a proper torsion is unimodal; 0: all circular (stop 18)",
+    )
     p.add_argument("--smc-particles", type=int, default=400)
     p.add_argument("--smc-steps", type=int, default=50)
     p.add_argument("--train-threads", type=int, default=1, help="torch threads of each flow training")

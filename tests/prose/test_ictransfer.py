@@ -90,6 +90,40 @@ def test_standardisation_comes_from_the_force_field(ak):
     assert (g["mean"][sib, 2].abs() > 1.5).all() and (g["std"][sib, 2] == 0.25).all()
 
 
+def test_stiff_torsions_are_rings_and_planar_groups_not_rotors():
+    """The bonded-energy scan flags the peptide bond and the ring-internal torsions of Phe, and neither the
+    backbone phi/psi nor the methyl, NH3+ and chi rotors; flagged torsions become unimodal (token kind 3)
+    around the minimised structure, and 0 kT keeps the old all-circular graph."""
+    pep, system = _molecule("AF")
+    atoms = list(pep.topology.atoms())
+    g = molecule_graph(pep.topology, system, 300.0, 0.1, pep.positions, stiff_torsion_kT=10.0)
+    kind = g["tokens"][:, 7]
+    rows = kind == 3
+    names = [tuple(atoms[a].name for a in row) for row in g["zmatrix"]]
+    stiff_axes = {frozenset(names[r][1:3]) for r in range(len(names)) if rows[r]}
+    ring = {"CG", "CD1", "CD2", "CE1", "CE2", "CZ"}
+    assert frozenset(("C", "N")) in stiff_axes  # the peptide bond (omega)
+    assert any(ax <= ring for ax in stiff_axes)  # inside the aromatic ring
+    assert all(ax == frozenset(("C", "N")) or ax <= ring for ax in stiff_axes), stiff_axes
+    rotor_axes = {frozenset(names[r][1:3]) for r in range(len(names)) if g["circ"][r, 2]}
+    assert frozenset(("CA", "CB")) in rotor_axes  # chi1 of Phe, the Ala methyl
+    assert frozenset(("N", "CA")) in rotor_axes  # NH3+ / phi
+    assert not g["circ"][rows, 2].any() and (g["std"][rows, 2] == 0.25).all()
+    for r in range(len(names)):
+        if rows[r] and set(names[r]) <= ring:  # planar ring: torsions near 0 or 180 degrees
+            t = abs(float(g["mean"][r, 2]))
+            assert min(t, math.pi - t) < 0.2, (names[r], t)
+    old = molecule_graph(pep.topology, system, 300.0, 0.1, pep.positions, stiff_torsion_kT=0.0)
+    assert not (old["tokens"][:, 7] == 3).any()
+    assert int(old["circ"][:, 2].sum()) == int(g["circ"][:, 2].sum()) + int(rows.sum())
+    # a model file from before stiff torsions keeps its all-circular graphs and loads into the old shapes
+    legacy = ICTransferConfig(d_model=16, n_heads=2, n_couplings=4).to_dict()
+    legacy.pop("stiff_torsion_kT")
+    cfg = ICTransferConfig.from_dict(legacy)
+    assert cfg.graph_options()["stiff_torsion_kT"] == 0.0
+    assert ICTransferFlow(cfg).embed.tables[7].num_embeddings == 3
+
+
 def test_missing_harmonic_term_is_refused(gg):
     import openmm as mm
 

@@ -219,6 +219,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="icflow: conditioner width (default 256); ictransfer: transformer width (default 128)",
     )
     p.add_argument("--ic-bins", type=int, default=None, help="icflow/ictransfer: spline bins (default 8)")
+    p.add_argument(
+        "--ic-stiff-kT",
+        dest="ic_stiff_kt",
+        type=float,
+        default=None,
+        help="ictransfer: proper torsions with a bonded-energy barrier of at least this many kT on both "
+        "sides (rings, amides, aromatic and guanidinium groups) get a unimodal base around the minimised "
+        "structure; 0 keeps every proper torsion circular (default 10)",
+    )
     p.add_argument("--size", default="tiny", help="tiny, small, base, medium, paper")
     p.add_argument("--channels", type=int, default=None)
     p.add_argument("--num-blocks", type=int, default=None)
@@ -289,10 +298,14 @@ def run_train(args) -> int:
             collate_tokens,
         )
 
-        train_ds = TokenDataset(src, train_r, std, stride=args.stride)
-        val_ds = TokenDataset(src, val_r, std, stride=args.stride) if val_r else None
         sizes = dict(d_model=args.ic_hidden, n_couplings=args.ic_layers, n_bins=args.ic_bins)
-        model = ICTransferFlow(ICTransferConfig(std_nm=std, **{k: v for k, v in sizes.items() if v}))
+        sizes = {k: v for k, v in sizes.items() if v}
+        if args.ic_stiff_kt is not None:
+            sizes["stiff_torsion_kT"] = args.ic_stiff_kt
+        model = ICTransferFlow(ICTransferConfig(std_nm=std, **sizes))
+        opts = model.config.graph_options()
+        train_ds = TokenDataset(src, train_r, std, stride=args.stride, graph_options=opts)
+        val_ds = TokenDataset(src, val_r, std, stride=args.stride, graph_options=opts) if val_r else None
         cfg, task_cls, collate_fn = model.config, ICTransferTask, collate_tokens
     else:
         train_ds = FrameDataset(src, train_r, std, stride=args.stride)

@@ -78,6 +78,9 @@ class ICTransferConfig:
     tail_bound: float = 5.0
     max_distance: int = 8  # bond-graph distances are clipped here
     sibling_std: float = 0.25  # rad: scale of torsions relative to a sibling (see molecule_graph)
+    # proper torsions whose bonded-energy barrier exceeds this many kT on both sides (ring-internal,
+    # aromatic, amide, guanidinium) are treated as unimodal, like siblings; 0 keeps them all circular
+    stiff_torsion_kT: float = 10.0
     mask_seed: int = 0
     atom_vocab: int = 64
     residue_vocab: int = 24
@@ -88,7 +91,12 @@ class ICTransferConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ICTransferConfig:
-        return strict_from_dict(cls, d, "ictransfer")
+        # model files written before stiff torsions existed treated every proper torsion as circular
+        return strict_from_dict(cls, {"stiff_torsion_kT": 0.0} | d, "ictransfer")
+
+    def graph_options(self) -> dict:
+        """The `molecule_graph` keywords this model was trained with."""
+        return dict(sibling_std=self.sibling_std, stiff_torsion_kT=self.stiff_torsion_kT)
 
 
 # ------------------------------------------------------------------------------------ molecule graph
@@ -135,15 +143,24 @@ def _name_digit(name: str) -> int:
 
 
 def molecule_graph(
-    topology, system, temperature_K: float, std_nm: float, positions, sibling_std=ICTransferConfig.sibling_std
+    topology,
+    system,
+    temperature_K: float,
+    std_nm: float,
+    positions,
+    sibling_std: float = ICTransferConfig.sibling_std,
+    stiff_torsion_kT: float = 0.0,
 ) -> dict:
     """Everything the flow needs about one molecule, in token (placement) order.
 
     Bonds and angles: mean and std from the force field's harmonic terms. Torsions relative to a sibling
     (i-j-k-l with l also bonded to j: the place of a substituent next to another, unimodal, its sign set
     by chirality or by the prochiral name) are standardised too, around their value in the energy-minimised
-    `positions` (nm) with std `sibling_std`; proper torsions (backbone, side-chain and rotor torsions) stay
-    on the circle ("circ", base uniform).
+    `positions` (nm) with std `sibling_std`. Proper torsions that are stiff (`stiff_torsions`: a
+    bonded-energy barrier of at least `stiff_torsion_kT` kT on both sides, as for ring-internal, aromatic,
+    amide and guanidinium torsions; 0 turns this off) are standardised the same way (token kind 3); the
+    other proper torsions (backbone, side-chain and rotor torsions) stay on the circle ("circ", base
+    uniform).
 
     Returns {"zmatrix": rows, "mean"/"std" [N, 3] (standardised length units / radians; circular entries
     0 / 1), "present" and "circ" [N, 3] bool, "tokens" [N, 9] long, "dist" [N, N] long}. Raises
@@ -165,6 +182,8 @@ def molecule_graph(
     present = torch.zeros(n, 3, dtype=torch.bool)
     circ = torch.zeros(n, 3, dtype=torch.bool)
     x_min = torch.as_tensor(_minimised(system, positions), dtype=torch.float64)
+    proper = [r for r, (i, j, k, l) in enumerate(zm) if l >= 0 and not _is_sibling(j, l, bond_list)]
+    stiff = stiff_torsions(system, zm, x_min, proper, kT, stiff_torsion_kT) if stiff_torsion_kT > 0 else {}
     tokens = torch.zeros(n, 9, dtype=torch.long)
     for r, (i, j, k, l) in enumerate(zm):
         if j >= 0:
@@ -179,10 +198,10 @@ def molecule_graph(
                 raise ConfigError(f"no harmonic angle term for atoms {i}-{j}-{k} ({names})")
             t0, kt = ha[(i, j, k)]
             mean[r, 1], std[r, 1], present[r, 1] = t0, math.sqrt(kT / kt), True
-        sibling = l >= 0 and any(b in ((j, l), (l, j)) for b in bond_list)
+        sibling = l >= 0 and _is_sibling(j, l, bond_list)
         if l >= 0:
             present[r, 2] = True
-            if sibling:
+            if sibling or r in stiff:
                 mean[r, 2] = dihedral(*(x_min[a] for a in (i, j, k, l)))
                 std[r, 2] = sibling_std
             else:
@@ -196,7 +215,7 @@ def molecule_graph(
                 enc["atom_type"][j] if j >= 0 else 0,
                 enc["atom_type"][k] if k >= 0 else 0,
                 enc["atom_type"][l] if l >= 0 else 0,
-                (2 if sibling else 1) if l >= 0 else 0,
+                (2 if sibling else 3 if r in stiff else 1) if l >= 0 else 0,
                 min(r, 3),
             ]
         )
@@ -205,6 +224,57 @@ def molecule_graph(
     return dict(
         zmatrix=zm, mean=mean.float(), std=std.float(), present=present, circ=circ, tokens=tokens, dist=dist
     )
+
+
+def _is_sibling(j: int, l: int, bond_list) -> bool:
+    return any(b in ((j, l), (l, j)) for b in bond_list)
+
+
+_BONDED_FORCES = ("HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce", "CMAPTorsionForce")
+
+
+def stiff_torsions(system, zmatrix, x_min, rows, kT: float, threshold_kT: float) -> set[int]:
+    """The torsion rows among `rows` that are stiff at the structure x_min [N, 3] (nm).
+
+    Each row's torsion is turned by delta in 5 degree steps up to 100 degrees either way with every other
+    internal coordinate fixed, and the bonded energy (bonds, angles, torsions, CMAP: no non-bonded terms,
+    so a crowded rotor is not mistaken for a stiff one) is evaluated. Rings close through their bonds and
+    angles, planar groups through their two-fold torsion terms; a 3-fold rotor (ethane: about 5 kT) or a
+    backbone torsion stays far below a threshold of ~10 kT. A row is stiff when the energy rises by at least
+    `threshold_kT` kT on both sides.
+
+    The curvature at delta = 0 is no guide to the width: with every other coordinate fixed a ring torsion
+    looks ~5x narrower than it is (Trp ring torsions in 1 ns of MD: std 0.11-0.13 rad against 0.02-0.03
+    from the curvature), so `molecule_graph` gives stiff torsions the sibling scale instead.
+    """
+    import openmm as mm
+    import openmm.unit as u
+
+    if not rows:
+        return set()
+    bonded = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+    for f in reversed(range(bonded.getNumForces())):
+        if type(bonded.getForce(f)).__name__ not in _BONDED_FORCES:
+            bonded.removeForce(f)
+    ctx = mm.Context(bonded, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    steps = torch.arange(1, 21, dtype=torch.float64) * math.radians(5.0)
+    deltas = torch.cat([torch.zeros(1, dtype=torch.float64), steps, -steps])
+    ic0 = ic_from_cartesian(torch.as_tensor(x_min, dtype=torch.float64)[None], zmatrix)[0]
+    out = set()
+    for r in rows:
+        ic = ic0.repeat(len(deltas), 1)
+        ic[:, 3 * r - 4] += deltas  # the torsion of row r >= 3 (icflow layout)
+        xs = cartesian_from_ic(ic, zmatrix).numpy()
+        e = []
+        for x in xs:
+            ctx.setPositions(x * u.nanometer)
+            e.append(ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
+        e = torch.tensor(e, dtype=torch.float64) - e[0]
+        n = len(steps)
+        if min(e[1 : 1 + n].max(), e[1 + n :].max()) >= threshold_kT * kT:
+            out.add(r)
+    del ctx
+    return out
 
 
 def _minimised(system, positions) -> np.ndarray:
@@ -254,12 +324,12 @@ class _TokenEmbedding(nn.Module):
                 nn.Embedding(cfg.atom_vocab, d),  # class of j
                 nn.Embedding(cfg.atom_vocab, d),  # of k
                 nn.Embedding(cfg.atom_vocab, d),  # of l
-                nn.Embedding(3, d),  # torsion kind
+                nn.Embedding(4 if cfg.stiff_torsion_kT > 0 else 3, d),  # torsion kind
                 nn.Embedding(ROW_KINDS, d),
             ]
         )
         self.limits = [cfg.atom_vocab, cfg.residue_vocab, cfg.max_residues + 1, 10] + [cfg.atom_vocab] * 3
-        self.limits += [3, ROW_KINDS]
+        self.limits += [4 if cfg.stiff_torsion_kT > 0 else 3, ROW_KINDS]
         self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -447,7 +517,7 @@ class ICTransferFlow(nn.Module):
         """This model on one molecule (positions: any reasonable structure, nm; it is minimised to place
         the sibling torsions): `sample` / `log_prob` on standardised Cartesian coordinates."""
         cfg = self.config
-        graph = molecule_graph(topology, system, temperature_K, cfg.std_nm, positions, cfg.sibling_std)
+        graph = molecule_graph(topology, system, temperature_K, cfg.std_nm, positions, **cfg.graph_options())
         return BoundICTransfer(self, graph)
 
     def n_parameters(self) -> int:
@@ -502,11 +572,12 @@ class TokenDataset(torch.utils.data.Dataset):
     """Per-token internal coordinates of every frame of several systems, with each molecule's graph.
 
     Args:
-        source: a `PeptideMDFile`; ranges: {system: (start, stop)}; std_nm: the length scale; stride.
+        source: a `PeptideMDFile`; ranges: {system: (start, stop)}; std_nm: the length scale; stride;
+        graph_options: `molecule_graph` keywords (`ICTransferConfig.graph_options()`).
     """
 
     def __init__(
-        self, source, ranges: dict, std_nm: float, stride: int = 1, sibling_std=ICTransferConfig.sibling_std
+        self, source, ranges: dict, std_nm: float, stride: int = 1, graph_options: dict | None = None
     ):
         from scifm.prose.data import centre
         from scifm.prose.peptides import topology_from_pdb
@@ -518,7 +589,12 @@ class TokenDataset(torch.utils.data.Dataset):
             sysm = source.system(name)
             pos = topology_from_pdb(sysm.attrs["topology_pdb"])[1]
             graph = molecule_graph(
-                sysm.topology, sysm.create_system(), sysm.temperature_K, self.std_nm, pos, sibling_std
+                sysm.topology,
+                sysm.create_system(),
+                sysm.temperature_K,
+                self.std_nm,
+                pos,
+                **(graph_options or {}),
             )
             x = torch.as_tensor(centre(source.coordinates(name, lo, hi, stride)) / self.std_nm)
             v = torch.cat([ic_to_tokens(ic_from_cartesian(xb, graph["zmatrix"])) for xb in x.split(4096)])
