@@ -175,6 +175,14 @@ def test_cartesian_density_matches_samples_and_is_rotation_invariant(ak):
     c = x.mean(1, keepdim=True)
     xr = torch.einsum("bij,bnj->bni", R, x - c) + c
     assert torch.allclose(b.log_prob(xr), lq, atol=1e-7)
+    # a colder base (std 0.7) is still an exact density: log_prob agrees with the sampler's log q (and is
+    # not the unit-base density)
+    cold = _flow(seed=3).bind(pep.topology, system, 310.0, pep.positions, base_scale=0.7).double()
+    xc, lqc = cold.sample(6, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(cold.log_prob(xc), lqc, atol=1e-7)
+    assert not torch.allclose(b.log_prob(xc), lqc, atol=1e-3)
+    with pytest.raises(ConfigError, match="base_scale"):
+        _flow().bind(pep.topology, system, 310.0, pep.positions, base_scale=0.0)
 
 
 def test_padding_does_not_change_a_molecule(gg, ak):

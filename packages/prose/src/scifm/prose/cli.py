@@ -437,6 +437,13 @@ def _common_sample_args(p: argparse.ArgumentParser) -> None:
         "the only exact choice there)",
     )
     p.add_argument("--clip", type=float, default=0.002, help="fraction of largest log-weights dropped")
+    p.add_argument(
+        "--base-scale",
+        type=float,
+        default=1.0,
+        help="ictransfer: std of the Gaussian base entries (bonds, angles, unimodal torsions); < 1 is a "
+        "colder proposal whose exact density enters the weights",
+    )
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -523,7 +530,9 @@ class _Context:
         system = create_system(self.topology, ff)
         self.system, self.sequence, self.capped = system, seq, capped
         if self.is_transfer_ic:
-            self.flow = self.flow.bind(self.topology, system, T, positions)
+            self.flow = self.flow.bind(self.topology, system, T, positions, args.base_scale)
+        elif args.base_scale != 1.0:
+            raise ConfigError("--base-scale applies to a transferable IC flow (--model ictransfer) only")
         self.omm = OpenMMEnergy(system, T, n_workers=args.workers, platform=args.platform)
         self.target = TargetEnergy(self.omm, self.flow.config.std_nm)
         self.sampler = ProseSampler(

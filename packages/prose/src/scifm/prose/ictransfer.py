@@ -465,8 +465,9 @@ class ICTransferFlow(nn.Module):
         return h, oh
 
     @staticmethod
-    def _base_logp(z, present, circ):
-        gauss = -0.5 * z**2 - 0.5 * math.log(2 * math.pi)
+    def _base_logp(z, present, circ, base_scale: float = 1.0):
+        s = float(base_scale)
+        gauss = -0.5 * (z / s) ** 2 - 0.5 * math.log(2 * math.pi) - math.log(s)
         lp = torch.where(circ, -math.log(2 * math.pi), gauss)
         return (lp * present.to(z.dtype)).sum((-1, -2))
 
@@ -497,28 +498,40 @@ class ICTransferFlow(nn.Module):
         v = torch.where(circ, u, y) * present.to(u.dtype)
         return v, ld + (torch.log(graph["std"]) * (present & ~circ).to(u.dtype)).sum((-1, -2))
 
-    def log_prob_tokens(self, v: torch.Tensor, graph: dict) -> torch.Tensor:
-        """log q_ic [B] of per-token internal coordinates v [B, N, 3] (graph tensors batched [B, ...])."""
+    def log_prob_tokens(self, v: torch.Tensor, graph: dict, base_scale: float = 1.0) -> torch.Tensor:
+        """log q_ic [B] of per-token internal coordinates v [B, N, 3] (graph tensors batched [B, ...]);
+        `base_scale`: std of the Gaussian base entries (see `sample_tokens`)."""
         z, ld = self.forward_tokens(v, graph)
-        return self._base_logp(z, graph["present"], graph["circ"]) + ld
+        return self._base_logp(z, graph["present"], graph["circ"], base_scale) + ld
 
-    def sample_tokens(self, n: int, graph: dict, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """n draws of per-token ic [n, N, 3] and their log q_ic for one molecule (graph tensors [N, ...])."""
+    def sample_tokens(
+        self, n: int, graph: dict, generator=None, base_scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws of per-token ic [n, N, 3] and their log q_ic for one molecule (graph tensors [N, ...]).
+
+        `base_scale` < 1 draws the Gaussian base entries (bonds, angles, unimodal torsions) from
+        N(0, base_scale^2) instead of N(0, 1), a colder proposal; log q is that proposal's exact density,
+        so SNIS/SMC weights stay exact. Circular torsions keep their uniform base."""
+        if not base_scale > 0:
+            raise ConfigError(f"ictransfer: base_scale must be > 0, got {base_scale}")
         g = {k: graph[k][None].expand(n, *graph[k].shape) for k in GRAPH_KEYS}
         dev, dt = g["mean"].device, g["mean"].dtype
         N = g["mean"].shape[1]
-        gauss = torch.randn(n, N, 3, generator=generator, dtype=dt).to(dev)
+        gauss = torch.randn(n, N, 3, generator=generator, dtype=dt).to(dev) * base_scale
         unif = ((torch.rand(n, N, 3, generator=generator, dtype=dt) * 2 - 1) * math.pi).to(dev)
         z = torch.where(g["circ"], unif, gauss) * g["present"].to(dt)
         v, ld = self.inverse_tokens(z, g)
-        return v, self._base_logp(z, g["present"], g["circ"]) - ld
+        return v, self._base_logp(z, g["present"], g["circ"], base_scale) - ld
 
-    def bind(self, topology, system, temperature_K: float, positions) -> BoundICTransfer:
+    def bind(
+        self, topology, system, temperature_K: float, positions, base_scale: float = 1.0
+    ) -> BoundICTransfer:
         """This model on one molecule (positions: any reasonable structure, nm; it is minimised to place
-        the sibling torsions): `sample` / `log_prob` on standardised Cartesian coordinates."""
+        the sibling torsions): `sample` / `log_prob` on standardised Cartesian coordinates, with the
+        Gaussian base entries at std `base_scale` (`sample_tokens`)."""
         cfg = self.config
         graph = molecule_graph(topology, system, temperature_K, cfg.std_nm, positions, **cfg.graph_options())
-        return BoundICTransfer(self, graph)
+        return BoundICTransfer(self, graph, base_scale)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -527,9 +540,12 @@ class ICTransferFlow(nn.Module):
 class BoundICTransfer(nn.Module):
     """An `ICTransferFlow` fixed to one molecule, with the `ProseFlow`/`ICFlow` sampling interface."""
 
-    def __init__(self, flow: ICTransferFlow, graph: dict):
+    def __init__(self, flow: ICTransferFlow, graph: dict, base_scale: float = 1.0):
         super().__init__()
+        if not base_scale > 0:
+            raise ConfigError(f"ictransfer: base_scale must be > 0, got {base_scale}")
         self.flow = flow
+        self.base_scale = float(base_scale)
         self.zmatrix = graph["zmatrix"]
         for k in GRAPH_KEYS:
             self.register_buffer(k, graph[k].to(next(flow.parameters()).device), persistent=False)
@@ -550,14 +566,15 @@ class BoundICTransfer(nn.Module):
         ic = ic_from_cartesian(x, self.zmatrix)
         B = x.shape[0]
         g = {k: v[None].expand(B, *v.shape) for k, v in self.graph().items()}
-        return self.flow.log_prob_tokens(ic_to_tokens(ic), g) + rigid_log_prob(x, ic, self.zmatrix)
+        lq = self.flow.log_prob_tokens(ic_to_tokens(ic), g, self.base_scale)
+        return lq + rigid_log_prob(x, ic, self.zmatrix)
 
     def sample(self, n: int, cond=None, perms=None, batch_size: int = 1024, generator=None, progress=None):
         """n samples (x [n, N, 3], log q(x) [n]) in standardised Cartesian units."""
 
         def draw(b: int):
             with torch.no_grad():
-                v, lq = self.flow.sample_tokens(b, self.graph(), generator)
+                v, lq = self.flow.sample_tokens(b, self.graph(), generator, self.base_scale)
             ic = tokens_to_ic(v)
             return place_rigidly(cartesian_from_ic(ic, self.zmatrix), ic, lq, self.zmatrix, generator)
 
