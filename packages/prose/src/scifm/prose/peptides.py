@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 import re
 from dataclasses import dataclass
 
@@ -242,7 +243,9 @@ def _rename_to_amber(topology) -> None:
 
 
 def build_peptide(sequence: str, capped: bool = False, seed: int = 0) -> Peptide:
-    """Build a peptide with hydrogens (pH 7) for `sequence` (one-letter codes); positions in nm."""
+    """Build a peptide with hydrogens (pH 7) for `sequence` (one-letter codes); positions in nm. The same
+    `seed` gives the same structure (RDKit ETKDG and OpenMM's hydrogen placement are both seeded)."""
+    import openmm as mm
     import openmm.app as app
     import openmm.unit as u
     from rdkit import Chem
@@ -253,7 +256,16 @@ def build_peptide(sequence: str, capped: bool = False, seed: int = 0) -> Peptide
     ff = app.ForceField(*FORCE_FIELDS[default_force_field(capped)]["files"])
     modeller = app.Modeller(pdb.topology, pdb.positions)
     variants = [("HIE" if r.name == "HIS" else None) for r in modeller.topology.residues()]
-    modeller.addHydrogens(ff, pH=7.0, variants=variants)
+    # OpenMM starts some hydrogens from positions drawn with Python's global `random` and then minimises
+    # them: seed it here (and put the caller's state back) and minimise on the Reference platform (threaded
+    # sums differ in the last bits), so that one seed gives one structure
+    state = random.getstate()
+    random.seed(int(seed))
+    try:
+        reference = mm.Platform.getPlatformByName("Reference")
+        modeller.addHydrogens(ff, pH=7.0, variants=variants, platform=reference)
+    finally:
+        random.setstate(state)
     _rename_to_amber(modeller.topology)
     pos = np.asarray(modeller.getPositions().value_in_unit(u.nanometer), dtype=float)
     return Peptide(seq, capped, modeller.topology, pos)
