@@ -311,6 +311,12 @@ def _keep_outputs(wd: Path, dest: Path) -> tuple[list[str], list[str]]:
     return plots, sources
 
 
+def _repo_relative(path: str) -> str:
+    """`path` relative to the repository when it lies inside it (no machine path in a record)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else p.name
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
@@ -418,7 +424,7 @@ def main() -> int:
         rows=rows,
         columns=COLUMNS,
         plots=plots,
-        config={**vars(a), "sources": sources},
+        config={**vars(a), "results": _repo_relative(a.results), "sources": sources},
         seed=a.seed,
         wall_time_s=wall,
         command=" ".join(sys.argv),
