@@ -183,7 +183,7 @@ def molecule_graph(
     circ = torch.zeros(n, 3, dtype=torch.bool)
     x_min = torch.as_tensor(_minimised(system, positions), dtype=torch.float64)
     proper = [r for r, (i, j, k, l) in enumerate(zm) if l >= 0 and not _is_sibling(j, l, bond_list)]
-    stiff = stiff_torsions(system, zm, x_min, proper, kT, stiff_torsion_kT) if stiff_torsion_kT > 0 else {}
+    stiff = stiff_torsions(system, zm, x_min, proper, kT, stiff_torsion_kT) if stiff_torsion_kT > 0 else set()
     tokens = torch.zeros(n, 9, dtype=torch.long)
     for r, (i, j, k, l) in enumerate(zm):
         if j >= 0:
