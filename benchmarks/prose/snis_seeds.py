@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import _sample  # noqa: E402  (the transfer benchmark's sampling call)
+
 REPO = Path(__file__).resolve().parents[2]
 COLUMNS = {
     "ess_mean": {"better": "higher", "unit": "", "label": "SNIS ESS (mean over seeds)"},
@@ -36,18 +39,10 @@ COLUMNS = {
 
 
 def snis(a, model: str, system: str, seed: int, out: Path, *extra: str) -> dict:
-    """metrics.json of `sci-fm sample prose --method snis` (or the method in `extra`) in `out`."""
-    from scifm.cli.main import main as sci_fm
-
-    if not (out / "metrics.json").is_file():
-        args = ["sample", "prose", "--model", model, "--sequence", system, "--n", str(a.n)]
-        args += ["--method", "snis", *extra]
-        args += ["--reference", a.data, "--out", str(out), "--workers", str(a.workers)]
-        args += ["--metric-points", str(min(a.n, 5000)), "--seed", str(seed), "--platform", a.platform]
-        print("$ sci-fm " + " ".join(args), flush=True)
-        if sci_fm(args) not in (0, None):
-            raise SystemExit(f"sampling {system} with {model} (seed {seed}) failed")
-    return json.loads((out / "metrics.json").read_text())
+    """metrics.json of `sci-fm sample prose --method snis` (or the method in `extra`) in `out`, through the
+    transfer benchmark's own `_sample` (same options; a folder with a metrics.json is reused)."""
+    opts = argparse.Namespace(quick=False, workers=a.workers, seed=seed, device="cpu", platform=a.platform)
+    return _sample(opts, Path(model), system, Path(a.data), out, a.n, *extra)
 
 
 def main() -> int:

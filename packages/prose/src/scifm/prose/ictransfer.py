@@ -183,7 +183,9 @@ def molecule_graph(
     circ = torch.zeros(n, 3, dtype=torch.bool)
     x_min = torch.as_tensor(_minimised(system, positions), dtype=torch.float64)
     proper = [r for r, (i, j, k, l) in enumerate(zm) if l >= 0 and not _is_sibling(j, l, bond_list)]
-    stiff = stiff_torsions(system, zm, x_min, proper, kT, stiff_torsion_kT) if stiff_torsion_kT > 0 else set()
+    stiff = set()
+    if stiff_torsion_kT > 0:
+        stiff = stiff_torsions(system, zm, x_min, proper, temperature_K, stiff_torsion_kT)
     tokens = torch.zeros(n, 9, dtype=torch.long)
     for r, (i, j, k, l) in enumerate(zm):
         if j >= 0:
@@ -233,7 +235,7 @@ def _is_sibling(j: int, l: int, bond_list) -> bool:
 _BONDED_FORCES = ("HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce", "CMAPTorsionForce")
 
 
-def stiff_torsions(system, zmatrix, x_min, rows, kT: float, threshold_kT: float) -> set[int]:
+def stiff_torsions(system, zmatrix, x_min, rows, temperature_K: float, threshold_kT: float) -> set[int]:
     """The torsion rows among `rows` that are stiff at the structure x_min [N, 3] (nm).
 
     Each row's torsion is turned by delta in 5 degree steps up to 100 degrees either way with every other
@@ -248,7 +250,8 @@ def stiff_torsions(system, zmatrix, x_min, rows, kT: float, threshold_kT: float)
     from the curvature), so `molecule_graph` gives stiff torsions the sibling scale instead.
     """
     import openmm as mm
-    import openmm.unit as u
+
+    from scifm.prose.energy import OpenMMEnergy
 
     if not rows:
         return set()
@@ -256,7 +259,7 @@ def stiff_torsions(system, zmatrix, x_min, rows, kT: float, threshold_kT: float)
     for f in reversed(range(bonded.getNumForces())):
         if type(bonded.getForce(f)).__name__ not in _BONDED_FORCES:
             bonded.removeForce(f)
-    ctx = mm.Context(bonded, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    energy = OpenMMEnergy(bonded, temperature_K, platform="Reference")  # U/kT
     steps = torch.arange(1, 21, dtype=torch.float64) * math.radians(5.0)
     deltas = torch.cat([torch.zeros(1, dtype=torch.float64), steps, -steps])
     ic0 = ic_from_cartesian(torch.as_tensor(x_min, dtype=torch.float64)[None], zmatrix)[0]
@@ -264,16 +267,12 @@ def stiff_torsions(system, zmatrix, x_min, rows, kT: float, threshold_kT: float)
     for r in rows:
         ic = ic0.repeat(len(deltas), 1)
         ic[:, 3 * r - 4] += deltas  # the torsion of row r >= 3 (icflow layout)
-        xs = cartesian_from_ic(ic, zmatrix).numpy()
-        e = []
-        for x in xs:
-            ctx.setPositions(x * u.nanometer)
-            e.append(ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
-        e = torch.tensor(e, dtype=torch.float64) - e[0]
+        e = energy(cartesian_from_ic(ic, zmatrix).numpy())[0]
+        e = e - e[0]
         n = len(steps)
-        if min(e[1 : 1 + n].max(), e[1 + n :].max()) >= threshold_kT * kT:
+        if min(e[1 : 1 + n].max(), e[1 + n :].max()) >= threshold_kT:
             out.add(r)
-    del ctx
+    energy.close()
     return out
 
 
@@ -315,6 +314,7 @@ class _TokenEmbedding(nn.Module):
     def __init__(self, cfg: ICTransferConfig):
         super().__init__()
         d = cfg.d_model
+        torsion_kinds = 4 if cfg.stiff_torsion_kT > 0 else 3  # none, proper, sibling (, stiff)
         self.tables = nn.ModuleList(
             [
                 nn.Embedding(cfg.atom_vocab, d),  # atom class
@@ -324,12 +324,12 @@ class _TokenEmbedding(nn.Module):
                 nn.Embedding(cfg.atom_vocab, d),  # class of j
                 nn.Embedding(cfg.atom_vocab, d),  # of k
                 nn.Embedding(cfg.atom_vocab, d),  # of l
-                nn.Embedding(4 if cfg.stiff_torsion_kT > 0 else 3, d),  # torsion kind
+                nn.Embedding(torsion_kinds, d),
                 nn.Embedding(ROW_KINDS, d),
             ]
         )
         self.limits = [cfg.atom_vocab, cfg.residue_vocab, cfg.max_residues + 1, 10] + [cfg.atom_vocab] * 3
-        self.limits += [4 if cfg.stiff_torsion_kT > 0 else 3, ROW_KINDS]
+        self.limits += [torsion_kinds, ROW_KINDS]
         self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
