@@ -203,6 +203,10 @@ def _dipeptides(n: int, seed: int) -> list[str]:
 
 
 TEST_POOL_START = 30  # the unseen sequences come after this many of the random order (see transfer_split)
+# MD order: the unseen systems are simulated after the first MD_TEST_SLOT training systems, so that every
+# system's MD seed (seed + its position) stays the same when --n-train grows past it (the part files of an
+# earlier, smaller run are reused and the unseen systems keep their reference trajectories)
+MD_TEST_SLOT = 60
 
 
 def transfer_split(n_train: int, n_test: int, seed: int) -> tuple[list[str], list[str]]:
@@ -227,7 +231,7 @@ def bench_transfer(a, wd: Path) -> list[dict]:
     n_train, n_test = (3, 1) if q else (a.n_train, a.n_test)
     train, test = transfer_split(n_train, n_test, a.seed)
     a.train_systems, a.test_systems = train, test  # recorded in the record's config
-    seqs = train + test
+    seqs = train[:MD_TEST_SLOT] + test + train[MD_TEST_SLOT:]
     dt = a.transfer_timestep_fs
     per_ps = round(1000 / dt)  # MD steps per ps
     frames, interval, warm = (60, 100, 1000) if q else (a.transfer_ns * 1000, per_ps, 50 * per_ps)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import _sample  # noqa: E402  (the transfer benchmark's sampling call)
+from run import _repo_relative, _sample  # noqa: E402  (the transfer benchmark's sampling call)
 
 REPO = Path(__file__).resolve().parents[2]
 COLUMNS = {
@@ -114,7 +114,7 @@ def main() -> int:
     wall = time.perf_counter() - t0
     stamp = utc_timestamp().replace(":", "")
     config = {k: v for k, v in vars(a).items() if k not in ("workdir", "results", "data", "model")}
-    config["models"] = {label: Path(run).name for label, run in models.items()}
+    config["models"] = {label: _repo_relative(run) for label, run in models.items()}
     path = write_record(
         Path(a.results) / f"snis-seeds-{stamp}.json",
         suite="prose",
