@@ -9,7 +9,7 @@ import torch
 from scifm.core.errors import ConfigError
 from scifm.prose.encoding import ATOM_TYPES, BLOCK_ORDERINGS, atom_ordering, block_orderings, encode_topology
 from scifm.prose.energy import OpenMMEnergy, TargetEnergy
-from scifm.prose.metrics import chirality_signs, fix_chirality, stereocentres
+from scifm.prose.metrics import chirality_signs, fix_chirality, ramachandran_pairs, stereocentres
 from scifm.prose.peptides import (
     AA1_TO_3,
     FORCE_FIELDS,
@@ -188,3 +188,19 @@ def test_hydrogen_mass_repartitioning_keeps_total_mass_and_moves_it_to_hydrogens
     assert before[cb] - after[cb] == pytest.approx(2 * (3.0 - before[is_h][0]), rel=1e-9)
     with pytest.raises(ConfigError, match="hydrogen mass"):
         settings_for(False, hydrogen_mass_amu=9.0)
+
+
+def test_ramachandran_pairs_of_capped_and_zwitterionic_dipeptides(ala2):
+    """The capped dipeptide pairs phi and psi of its one residue; a zwitterionic dipeptide has no residue
+    with both, so it pairs psi of residue 1 with phi of residue 2 (its Ramachandran plots were empty)."""
+    import mdtraj as md
+
+    pep, _ = ala2
+    (label, phi, psi), *rest = ramachandran_pairs(pep.topology, pep.positions[None])
+    assert not rest and label == "ALA2" and np.isfinite([phi[0], psi[0]]).all()
+    zw = build_peptide("WT", seed=0)
+    pairs = ramachandran_pairs(zw.topology, zw.positions[None])
+    assert [p[0] for p in pairs] == ["psi1/phi2"]
+    t = md.Trajectory(np.asarray(zw.positions, dtype=np.float32)[None], md.Topology.from_openmm(zw.topology))
+    assert pairs[0][1][0] == pytest.approx(md.compute_phi(t)[1][0, 0], abs=1e-6)
+    assert pairs[0][2][0] == pytest.approx(md.compute_psi(t)[1][0, 0], abs=1e-6)

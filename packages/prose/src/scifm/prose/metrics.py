@@ -103,7 +103,11 @@ def backbone_dihedrals(topology, x_nm: np.ndarray) -> np.ndarray:
 
 
 def ramachandran_pairs(topology, x_nm: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """[(label, phi [n], psi [n])] for residues that have both angles."""
+    """[(label, phi [n], psi [n])] for residues that have both angles.
+
+    A peptide in which no residue has both (a zwitterionic dipeptide: psi only on residue 1, phi only on
+    residue 2) gets the pairs across each peptide bond instead, psi of residue i with phi of residue i+1,
+    labelled "psi1/phi2": the two backbone angles such a molecule has."""
     import mdtraj as md
 
     t = _md_traj(topology, x_nm)
@@ -117,6 +121,13 @@ def ramachandran_pairs(topology, x_nm: np.ndarray) -> list[tuple[str, np.ndarray
         if ca in psi_by_ca:
             res = t.topology.atom(ca).residue
             out.append((f"{res.name}{res.index + 1}", phi[:, i], psi[:, psi_by_ca[ca]]))
+    if not out:
+        # psi_i ends on N(i+1), the second atom of phi_(i+1)
+        phi_by_n = {int(q[1]): i for i, q in enumerate(pi)}
+        for j, q in enumerate(si):
+            if int(q[3]) in phi_by_n:
+                r = t.topology.atom(int(q[1])).residue.index + 1
+                out.append((f"psi{r}/phi{r + 1}", phi[:, phi_by_n[int(q[3])]], psi[:, j]))
     return out
 
 
