@@ -265,6 +265,8 @@ def bench_transfer(a, wd: Path) -> list[dict]:
             "--lr",
             str(a.transfer_lr),
         ]
+        if a.transfer_init_from:
+            extra += ["--init-from", a.transfer_init_from]
         _train(a, data, run, 2 if q else a.epochs, 32 if q else a.transfer_batch, *extra)
     label = MODEL_LABELS[model]
     n_snis = 300 if q else a.n_proposals
@@ -379,6 +381,12 @@ def main() -> int:
         help="amu, hydrogen mass repartitioning for the dipeptide MD (0 = natural masses, for 1 fs)",
     )
     p.add_argument("--transfer-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--transfer-init-from",
+        default=None,
+        help="start the transfer flow from a finished run's weights (`sci-fm train prose --init-from`): "
+        "train longer with a fresh schedule",
+    )
     p.add_argument("--transfer-batch", type=int, default=128)
     p.add_argument("--ict-hidden", type=int, default=64, help="ictransfer width")
     p.add_argument("--ict-layers", type=int, default=8, help="ictransfer couplings")

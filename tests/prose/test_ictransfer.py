@@ -269,6 +269,24 @@ def test_cli_trains_on_some_dipeptides_and_samples_an_unseen_one(tmp_path, capsy
     small = ["--ic-hidden", "16", "--ic-layers", "4", "--max-epochs", "1", "--batch-size", "16"]
     assert main([*train, *small, "--run-dir", str(run), "--no-progress", "--device", "cpu"]) == 0
     assert json.loads((run / "model" / "model.json").read_text())["name"] == "prose-ictransfer"
+    # --init-from: starts from the finished run's weights and scale; a different architecture or model
+    # kind is refused before any training
+    from scifm.prose.train import load_run
+
+    first, _ = load_run(run)
+    again = [*train, *small, "--init-from", str(run), "--lr", "1e-9", "--weight-decay", "0"]
+    assert main([*again, "--run-dir", str(tmp_path / "run2"), "--no-progress", "--device", "cpu"]) == 0
+    second, _ = load_run(tmp_path / "run2")
+    assert second.config.to_dict() == first.config.to_dict()
+    for (k, v), w in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.allclose(v, w, atol=1e-5), k  # lr 1e-9: the weights it started from, kept
+    wide = [*train, "--ic-hidden", "32", "--ic-layers", "4", "--init-from", str(run), "--no-progress"]
+    assert main([*wide, "--run-dir", str(tmp_path / "run3")]) != 0
+    assert "architecture differs (d_model: 16 there, 32 here)" in capsys.readouterr().err
+    assert not (tmp_path / "run3" / "model").exists()
+    tar = ["train", "prose", "--model", "tarflow", "--data", str(data), "--init-from", str(run)]
+    assert main([*tar, "--run-dir", str(tmp_path / "run4"), "--no-progress"]) != 0
+    assert "not --model tarflow" in capsys.readouterr().err
     sample = ["sample", "prose", "--model", str(run), "--sequence", "GA", "--reference", str(data)]
     common = ["--metric-points", "50", "--platform", "Reference"]
     assert main([*sample, "--n", "64", "--method", "snis", *common, "--out", str(tmp_path / "snis")]) == 0

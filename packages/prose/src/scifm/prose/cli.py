@@ -236,6 +236,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--std-nm", type=float, default=None, help="coordinate scale (default: from training data)"
     )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="start from the weights of a finished run (its directory or model/): the same --model, "
+        "architecture and coordinate scale (taken from it unless --std-nm is given); optimiser, schedule "
+        "and epochs start afresh (to train longer, or to fine-tune on new systems)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=4e-4)
@@ -249,6 +256,32 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--logger", default="csv", choices=["csv", "wandb"])
     p.add_argument("--no-progress", action="store_true")
+
+
+def _init_weights(args):
+    """The flow of --init-from, checked to be a flow of the kind --model trains."""
+    from scifm.prose.train import load_run
+
+    init, _ = load_run(args.init_from)
+    kind = {"ProseFlow": "tarflow", "ICFlow": "icflow", "ICTransferFlow": "ictransfer"}.get(
+        type(init).__name__
+    )
+    if kind != args.model:
+        raise ConfigError(
+            f"--init-from {args.init_from}: a {kind or type(init).__name__} model, not --model {args.model}"
+        )
+    return init
+
+
+def _load_init(model, init, source: str) -> None:
+    """Copy init's weights into the freshly built model; a different architecture is an error naming the
+    differing settings (nothing is trained)."""
+    a, b = init.config.to_dict(), model.config.to_dict()
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        pairs = ", ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in diff)
+        raise ConfigError(f"--init-from {source}: its architecture differs ({pairs})")
+    model.load_state_dict(init.state_dict())
 
 
 def run_train(args) -> int:
@@ -284,6 +317,9 @@ def run_train(args) -> int:
             f"--model icflow is a single-system flow: give exactly one training system and no "
             f"--val-systems (got {sorted(train_r)}, validation {sorted(val_r)})"
         )
+    init = _init_weights(args) if args.init_from else None
+    if init is not None and not args.std_nm:
+        args.std_nm = init.config.std_nm
     std = args.std_nm or coordinate_std(
         [src.coordinates(n, lo, hi, args.stride) for n, (lo, hi) in train_r.items()]
     )
@@ -334,6 +370,8 @@ def run_train(args) -> int:
         )
         model = ProseFlow(cfg)
         task_cls = ProseTask
+    if init is not None:
+        _load_init(model, init, args.init_from)
     g = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
         train_ds,
