@@ -258,24 +258,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _init_weights(args):
-    """The flow of --init-from, checked to be a flow of the kind --model trains."""
-    from scifm.prose.train import load_run
-
-    init, _ = load_run(args.init_from)
-    kind = {"ProseFlow": "tarflow", "ICFlow": "icflow", "ICTransferFlow": "ictransfer"}.get(
-        type(init).__name__
-    )
-    if kind != args.model:
+def _load_init(model, init, args) -> None:
+    """Copy init's weights into the freshly built model; another kind of flow or a different architecture
+    is an error naming the difference (nothing is trained)."""
+    source = args.init_from
+    if type(init) is not type(model):
         raise ConfigError(
-            f"--init-from {args.init_from}: a {kind or type(init).__name__} model, not --model {args.model}"
+            f"--init-from {source}: its model is a {type(init).__name__}, not --model {args.model} "
+            f"({type(model).__name__})"
         )
-    return init
-
-
-def _load_init(model, init, source: str) -> None:
-    """Copy init's weights into the freshly built model; a different architecture is an error naming the
-    differing settings (nothing is trained)."""
     a, b = init.config.to_dict(), model.config.to_dict()
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff:
@@ -290,7 +281,7 @@ def run_train(args) -> int:
     from scifm.core.train import fit
     from scifm.prose.data import FrameDataset, PeptideMDFile, collate, coordinate_std
     from scifm.prose.tarflow import ProseFlow, make_config
-    from scifm.prose.train import ProseTask, export_run
+    from scifm.prose.train import ProseTask, export_run, load_run
 
     _threads(args.threads)
     src = PeptideMDFile(args.data)  # validated before any work
@@ -317,7 +308,7 @@ def run_train(args) -> int:
             f"--model icflow is a single-system flow: give exactly one training system and no "
             f"--val-systems (got {sorted(train_r)}, validation {sorted(val_r)})"
         )
-    init = _init_weights(args) if args.init_from else None
+    init = load_run(args.init_from)[0] if args.init_from else None
     if init is not None and not args.std_nm:
         args.std_nm = init.config.std_nm
     std = args.std_nm or coordinate_std(
@@ -371,7 +362,7 @@ def run_train(args) -> int:
         model = ProseFlow(cfg)
         task_cls = ProseTask
     if init is not None:
-        _load_init(model, init, args.init_from)
+        _load_init(model, init, args)
     g = torch.Generator().manual_seed(args.seed)
     train_loader = torch.utils.data.DataLoader(
         train_ds,
