@@ -193,11 +193,13 @@ def bench_ad(a, wd: Path) -> list[dict]:
     return rows
 
 
-def _dipeptides(n: int, seed: int) -> list[str]:
+def _dipeptides(n: int, seed: int, shuffle: bool = True) -> list[str]:
     import numpy as np
 
     letters = sorted("ACDEFGHIKLMNPQRSTVWY")
     pairs = [x + y for x in letters for y in letters]
+    if not shuffle:
+        return pairs[:n]
     rng = np.random.default_rng(seed)
     return [pairs[i] for i in rng.permutation(len(pairs))[:n]]
 
@@ -224,12 +226,26 @@ def transfer_split(n_train: int, n_test: int, seed: int) -> tuple[list[str], lis
     return train, test
 
 
+def position_neighbours(train: list[str], test: list[str]) -> list[str]:
+    """Dipeptides not in train or test that share the residue at one position with an unseen one (IY ->
+    I-X and X-Y), in alphabetical order: appended after the training systems, so every earlier system keeps
+    its MD seed. The unseen sequences themselves are never added."""
+    known = set(train) | set(test)
+    return [
+        p
+        for p in _dipeptides(400, 0, shuffle=False)
+        if p not in known and any(p[0] == t[0] or p[1] == t[1] for t in test)
+    ]
+
+
 def bench_transfer(a, wd: Path) -> list[dict]:
     """Zero-shot transfer: one flow trained on n_train dipeptides, then SNIS, SMC and plain MD (as many
     force evaluations as SNIS and as SMC used) on each unseen dipeptide, against its own reference MD."""
     q = a.quick
     n_train, n_test = (3, 1) if q else (a.n_train, a.n_test)
     train, test = transfer_split(n_train, n_test, a.seed)
+    if a.transfer_neighbours and not q:
+        train = train + position_neighbours(train, test)
     a.train_systems, a.test_systems = train, test  # recorded in the record's config
     seqs = train[:MD_TEST_SLOT] + test + train[MD_TEST_SLOT:]
     dt = a.transfer_timestep_fs
@@ -401,6 +417,12 @@ def main() -> int:
     p.add_argument("--train-threads", type=int, default=1, help="torch threads of each flow training")
     p.add_argument("--n-train", type=int, default=30)
     p.add_argument("--n-test", type=int, default=5)
+    p.add_argument(
+        "--transfer-neighbours",
+        action="store_true",
+        help="also train on every dipeptide that shares the residue at one position with an unseen one "
+        "(I-X and X-Y for IY; the unseen ones stay unseen)",
+    )
     p.add_argument(
         "--in-distribution",
         nargs="*",
