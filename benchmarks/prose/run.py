@@ -247,6 +247,7 @@ def bench_transfer(a, wd: Path) -> list[dict]:
     if a.transfer_neighbours and not q:
         train = train + position_neighbours(train, test)
     a.train_systems, a.test_systems = train, test  # recorded in the record's config
+    a.n_train_systems = len(train)  # n_train plus any --transfer-neighbours
     seqs = train[:MD_TEST_SLOT] + test + train[MD_TEST_SLOT:]
     dt = a.transfer_timestep_fs
     per_ps = round(1000 / dt)  # MD steps per ps
