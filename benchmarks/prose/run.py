@@ -193,13 +193,16 @@ def bench_ad(a, wd: Path) -> list[dict]:
     return rows
 
 
-def _dipeptides(n: int, seed: int, shuffle: bool = True) -> list[str]:
+def _all_dipeptides() -> list[str]:
+    """The 400 one-letter dipeptides in alphabetical order."""
+    letters = sorted("ACDEFGHIKLMNPQRSTVWY")
+    return [x + y for x in letters for y in letters]
+
+
+def _dipeptides(n: int, seed: int) -> list[str]:
     import numpy as np
 
-    letters = sorted("ACDEFGHIKLMNPQRSTVWY")
-    pairs = [x + y for x in letters for y in letters]
-    if not shuffle:
-        return pairs[:n]
+    pairs = _all_dipeptides()
     rng = np.random.default_rng(seed)
     return [pairs[i] for i in rng.permutation(len(pairs))[:n]]
 
@@ -232,9 +235,7 @@ def position_neighbours(train: list[str], test: list[str]) -> list[str]:
     its MD seed. The unseen sequences themselves are never added."""
     known = set(train) | set(test)
     return [
-        p
-        for p in _dipeptides(400, 0, shuffle=False)
-        if p not in known and any(p[0] == t[0] or p[1] == t[1] for t in test)
+        p for p in _all_dipeptides() if p not in known and any(p[0] == t[0] or p[1] == t[1] for t in test)
     ]
 
 
