@@ -256,6 +256,12 @@ def bench_transfer(a, wd: Path) -> list[dict]:
     data = wd / "dipeptides.h5"
     md_args = ["--force-field", a.transfer_force_field, "--parts-dir", str(wd / "md_parts")]
     md_args += ["--timestep-fs", str(dt), "--hydrogen-mass", str(a.transfer_hydrogen_mass)]
+    if a.md_starts > 1 and not q:
+        multi = [s for s in train if any(r in s for r in a.md_starts_residues)]
+        if not multi:
+            raise SystemExit(f"--md-starts: no training system has a residue of {a.md_starts_residues!r}")
+        md_args += ["--starts", str(a.md_starts), "--starts-only", *multi]
+        a.md_starts_systems = multi  # recorded in the record's config
     _peptide_md(a, data, seqs, frames, interval, warm, a.seed, *md_args)
     run = wd / "transfer_run"
     model = a.transfer_model
@@ -424,6 +430,19 @@ def main() -> int:
         action="store_true",
         help="also train on every dipeptide that shares the residue at one position with an unseen one "
         "(I-X and X-Y for IY; the unseen ones stay unseen)",
+    )
+    p.add_argument(
+        "--md-starts",
+        type=int,
+        default=1,
+        help="independent MD runs (`sci-fm data peptides --starts`) for the training systems that contain "
+        "a residue of --md-starts-residues; the unseen systems' reference MD is always one run",
+    )
+    p.add_argument(
+        "--md-starts-residues",
+        default="",
+        help="one-letter residues whose chi1 the 1 ns runs do not equilibrate, e.g. IVN (median <= 4 chi1 "
+        "changes per ns in the stop-22 data)",
     )
     p.add_argument(
         "--in-distribution",

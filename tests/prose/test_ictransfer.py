@@ -238,6 +238,40 @@ def test_interrupted_md_resumes_from_part_files(tmp_path):
     assert not (tmp_path / "dup.h5").exists()
 
 
+def test_multi_start_md_splits_frames_between_independent_runs(tmp_path):
+    import json
+
+    import h5py
+
+    from scifm.prose.data import PeptideMDFile
+    from scifm.prose.md import generate
+
+    kw = dict(seed=3, platform="Reference", progress=False, warmup_steps=20, frame_interval_steps=10)
+    kw["force_field"] = FF
+    single = PeptideMDFile(generate(["GG", "AG"], tmp_path / "one.h5", n_frames=5, **kw)["out"])
+    parts = tmp_path / "parts"
+    multi = generate(
+        ["GG", "AG"], tmp_path / "two.h5", n_frames=5, n_starts=2, starts_only=["AG"], parts_dir=parts, **kw
+    )
+    m = PeptideMDFile(multi["out"])
+    assert m.info["AG"]["n_starts"] == 2 and json.loads(m.info["AG"]["start_frames"]) == [3, 2]
+    assert m.info["GG"]["n_starts"] == 1 and json.loads(m.info["GG"]["start_frames"]) == [5]
+    assert np.array_equal(m.coordinates("GG"), single.coordinates("GG"))  # not listed: one run, unchanged
+    x1, x2 = single.coordinates("AG"), m.coordinates("AG")
+    assert np.array_equal(x2[:3], x1[:3])  # start 0 is the single-start run
+    assert not np.allclose(x2[3:], x1[3:], atol=1e-3)  # start 1: another structure, another run
+    # a part file written before n_starts existed (no such attribute) still resumes at the default
+    with h5py.File(parts / "GG.h5", "r+") as f:
+        del f["systems/GG"].attrs["n_starts"]
+    again = generate(["GG"], tmp_path / "three.h5", n_frames=5, parts_dir=parts, **kw)
+    assert again["resumed"] == ["GG"]
+    with pytest.raises(ConfigError, match="not simulated"):
+        generate(["GG"], tmp_path / "x.h5", n_frames=5, n_starts=2, starts_only=["AG"], **kw)
+    with pytest.raises(ConfigError, match="more than --frames"):
+        generate(["GG"], tmp_path / "x.h5", n_frames=2, n_starts=3, **kw)
+    assert not (tmp_path / "x.h5").exists()
+
+
 def test_cli_trains_on_some_dipeptides_and_samples_an_unseen_one(tmp_path, capsys):
     import json
 

@@ -107,6 +107,18 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         help="amu; > 0 moves mass from each heavy atom onto its hydrogens (e.g. 3 with --timestep-fs 2; "
         "masses do not change the configurational ensemble). Default 0: natural masses",
     )
+    p.add_argument(
+        "--starts",
+        type=int,
+        default=1,
+        help="independent runs per system, each from its own embedded structure and with its own warm-up; "
+        "--frames are split between them. More starts cover side-chain rotamers that one short run stays "
+        "in (their populations then follow the starts, not the Boltzmann weights: fine for training a "
+        "proposal that is reweighted, not for a reference)",
+    )
+    p.add_argument(
+        "--starts-only", nargs="*", default=None, help="give --starts to these systems only (others: 1 run)"
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel processes (one sequence each)")
     p.add_argument("--platform", default="CPU", choices=["CPU", "Reference", "CUDA", "OpenCL", "auto"])
     p.add_argument(
@@ -173,6 +185,8 @@ def run_data(args) -> int:
         hydrogen_mass_amu=args.hydrogen_mass,
         force_field=args.force_field,
         parts_dir=args.parts_dir,
+        n_starts=args.starts,
+        starts_only=args.starts_only,
     )
     summary["ns_per_day_per_worker"] = (
         summary["simulated_ns"] / max(sum(summary["per_system_wall_s"].values()), 1e-9) * 86400

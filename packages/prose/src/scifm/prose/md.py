@@ -27,6 +27,9 @@ from scifm.core.errors import ConfigError
 
 __all__ = ["MDSettings", "generate", "run_md", "settings_for"]
 
+_ADDED_SETTINGS = ("n_starts",)  # settings newer than some part files (absent there means the default)
+_START_SEED_STRIDE = 100_003  # seed offset between the starts of one system (n_starts > 1)
+
 
 @dataclass
 class MDSettings:
@@ -37,6 +40,7 @@ class MDSettings:
     warmup_steps: int = 50_000
     frame_interval_steps: int = 1_000
     hydrogen_mass_amu: float = 0.0  # > 0: hydrogen mass repartitioning (0 = natural masses)
+    n_starts: int = 1  # independent runs from differently embedded structures, frames split between them
 
     @property
     def frame_interval_ps(self) -> float:
@@ -56,6 +60,8 @@ def settings_for(capped: bool, **overrides) -> MDSettings:
         raise ConfigError(f"unknown force field {s.force_field!r} (known: {sorted(FORCE_FIELDS)})")
     if s.timestep_fs <= 0 or s.frame_interval_steps < 1 or s.warmup_steps < 0 or s.temperature_K <= 0:
         raise ConfigError(f"invalid MD settings {s}")
+    if s.n_starts < 1:
+        raise ConfigError(f"n_starts must be >= 1, got {s.n_starts}")
     if s.hydrogen_mass_amu != 0 and not 1.0 <= s.hydrogen_mass_amu <= 4.0:
         raise ConfigError(f"hydrogen mass must be 0 (off) or in [1, 4] amu, got {s.hydrogen_mass_amu}")
     return s
@@ -81,32 +87,48 @@ def run_md(
 
     t0 = time.perf_counter()
     seq, capped = parse_system_name(name)
-    pep = build_peptide(seq, capped, seed=seed)
-    system = create_system(pep.topology, settings.force_field, settings.hydrogen_mass_amu)
-    integ = mm.LangevinMiddleIntegrator(
-        settings.temperature_K * u.kelvin,
-        settings.friction_per_ps / u.picosecond,
-        settings.timestep_fs * u.femtosecond,
-    )
-    integ.setRandomNumberSeed(int(seed) % 2**31 + 1)
+    K = int(settings.n_starts)
+    if not 1 <= K <= n_frames:
+        raise ConfigError(f"{name}: n_starts must be between 1 and the frame count {n_frames}, got {K}")
+    counts = [n_frames // K + (j < n_frames % K) for j in range(K)]
     plat, props = select_platform(platform)
-    ctx = mm.Context(system, integ, plat, props)
-    ctx.setPositions(pep.positions * u.nanometer)
-    mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 0)
-    ctx.setVelocitiesToTemperature(settings.temperature_K * u.kelvin, int(seed) % 2**31 + 1)
-    done = 0
-    while done < settings.warmup_steps:
-        k = min(10_000, settings.warmup_steps - done)
-        integ.step(k)
-        done += k
-    frames = np.empty((n_frames, pep.n_atoms, 3), dtype=np.float32)
+    pep = frames = None
     reported = 0
-    for i in range(n_frames):
-        integ.step(settings.frame_interval_steps)
-        frames[i] = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
-        if progress is not None and (i + 1 - reported >= 10 or i + 1 == n_frames):
-            progress(i + 1 - reported)
-            reported = i + 1
+    for j, n_j in enumerate(counts):
+        # start 0 is the single-start run exactly; later starts embed (RDKit ETKDG) and integrate with
+        # seeds far from any other system's (systems use seed + their position in the list)
+        s_j = int(seed) + _START_SEED_STRIDE * j
+        pep_j = build_peptide(seq, capped, seed=s_j)
+        if pep is None:
+            pep = pep_j
+            system = create_system(pep.topology, settings.force_field, settings.hydrogen_mass_amu)
+            frames = np.empty((n_frames, pep.n_atoms, 3), dtype=np.float32)
+        elif [a.name for a in pep_j.topology.atoms()] != [a.name for a in pep.topology.atoms()]:
+            raise RuntimeError(f"{name}: start {j} built a different atom order")
+        integ = mm.LangevinMiddleIntegrator(
+            settings.temperature_K * u.kelvin,
+            settings.friction_per_ps / u.picosecond,
+            settings.timestep_fs * u.femtosecond,
+        )
+        integ.setRandomNumberSeed(s_j % 2**31 + 1)
+        ctx = mm.Context(system, integ, plat, props)
+        ctx.setPositions(pep_j.positions * u.nanometer)
+        mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 0)
+        ctx.setVelocitiesToTemperature(settings.temperature_K * u.kelvin, s_j % 2**31 + 1)
+        done = 0
+        while done < settings.warmup_steps:
+            k = min(10_000, settings.warmup_steps - done)
+            integ.step(k)
+            done += k
+        first = sum(counts[:j])
+        for i in range(first, first + n_j):
+            integ.step(settings.frame_interval_steps)
+            frames[i] = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+            if progress is not None and (i + 1 - reported >= 10 or i + 1 == n_frames):
+                progress(i + 1 - reported)
+                reported = i + 1
+        if j < K - 1:
+            del ctx
     plat_name = ctx.getPlatform().getName()
     del ctx
     if not np.isfinite(frames).all():
@@ -123,6 +145,7 @@ def run_md(
         integrator="LangevinMiddleIntegrator",
         frame_interval_ps=settings.frame_interval_ps,
         seed=int(seed),
+        start_frames=counts,  # frames of each start, in order (a trajectory boundary between them)
         platform=plat_name,
         ph=7.0,
     )
@@ -153,6 +176,7 @@ def generate(
     platform: str = "CPU",
     progress: bool = True,
     parts_dir: str | os.PathLike | None = None,
+    starts_only: list[str] | None = None,
     **overrides,
 ) -> dict:
     """MD for every system in `names` (e.g. "AK", "Ace-A-Nme"), written to `out` (peptide_md HDF5).
@@ -160,7 +184,10 @@ def generate(
     Each system's seed is `seed + its position in names`. With `parts_dir`, every finished system is also
     written there as `<name>.h5` (atomically) the moment it ends, and a system whose part file already
     holds a trajectory made with the same settings, seed and frame count is read back instead of simulated
-    again: a long run that is interrupted resumes where it stopped. Returns a summary dict.
+    again: a long run that is interrupted resumes where it stopped. `n_starts` (in `overrides`) > 1 splits
+    each system's frames between that many independent runs from different embedded structures (side-chain
+    rotamers that one short run would not leave); with `starts_only`, only the listed systems get them and
+    every other one a single run. Returns a summary dict.
     """
     from tqdm.auto import tqdm
 
@@ -173,8 +200,23 @@ def generate(
         raise ConfigError("a sequence is listed twice")
     if n_frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {n_frames}")
+    only = None
+    if starts_only is not None:
+        only = {system_name(*parse_system_name(n)) for n in starts_only}
+        if only - set(canon):
+            missing = sorted(only - set(canon))
+            raise ConfigError(f"--starts-only names systems that are not simulated: {missing}")
+
+    def settings(name: str, capped: bool) -> MDSettings:
+        s = settings_for(capped, **overrides)
+        if only is not None and name not in only:
+            s.n_starts = 1
+        if s.n_starts > n_frames:
+            raise ConfigError(f"--starts {s.n_starts} is more than --frames {n_frames}")
+        return s
+
     jobs = [
-        (n, n_frames, settings_for(c, **overrides), seed + i, platform)
+        (n, n_frames, settings(n, c), seed + i, platform)
         for i, (n, (_, c)) in enumerate(zip(canon, parsed, strict=True))
     ]
     t0 = time.perf_counter()
@@ -259,8 +301,13 @@ def _read_part(path: Path, job: tuple) -> dict | None:
         return None
     if rec is None or len(rec.coordinates) != n_frames or int(rec.attrs["seed"]) != int(seed):
         return None
+    defaults = asdict(MDSettings(settings.force_field, 1.0, 1.0))
     for k, v in asdict(settings).items():
-        if k not in rec.attrs or (str(rec.attrs[k]) != str(v) and not _close(rec.attrs[k], v)):
+        if k not in rec.attrs:  # written before the setting existed: fine when it is at its default
+            if k in _ADDED_SETTINGS and v == defaults[k]:
+                continue
+            return None
+        if str(rec.attrs[k]) != str(v) and not _close(rec.attrs[k], v):
             return None
     attrs = {k: v for k, v in rec.attrs.items() if k not in ("topology_pdb", "wall_s")}
     return dict(
