@@ -18,7 +18,7 @@ import multiprocessing as mp
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -203,8 +203,8 @@ def generate(
     only = None
     if starts_only is not None:
         only = {system_name(*parse_system_name(n)) for n in starts_only}
-        if only - set(canon):
-            missing = sorted(only - set(canon))
+        missing = sorted(only - set(canon))
+        if missing:
             raise ConfigError(f"--starts-only names systems that are not simulated: {missing}")
 
     def settings(name: str, capped: bool) -> MDSettings:
@@ -301,7 +301,7 @@ def _read_part(path: Path, job: tuple) -> dict | None:
         return None
     if rec is None or len(rec.coordinates) != n_frames or int(rec.attrs["seed"]) != int(seed):
         return None
-    defaults = asdict(MDSettings(settings.force_field, 1.0, 1.0))
+    defaults = {f.name: f.default for f in fields(MDSettings)}
     for k, v in asdict(settings).items():
         if k not in rec.attrs:  # written before the setting existed: fine when it is at its default
             if k in _ADDED_SETTINGS and v == defaults[k]:
