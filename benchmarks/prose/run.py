@@ -291,6 +291,9 @@ def bench_transfer(a, wd: Path) -> list[dict]:
         ]
         if a.transfer_init_from:
             extra += ["--init-from", a.transfer_init_from]
+        if a.transfer_kl_weight:
+            extra += ["--kl-weight", str(a.transfer_kl_weight), "--kl-systems", str(a.transfer_kl_systems)]
+            extra += ["--kl-samples", str(a.transfer_kl_samples)]
         _train(a, data, run, 2 if q else a.epochs, 32 if q else a.transfer_batch, *extra)
     label = MODEL_LABELS[model]
     n_snis = 300 if q else a.n_proposals
@@ -412,6 +415,15 @@ def main() -> int:
         "train longer with a fresh schedule",
     )
     p.add_argument("--transfer-batch", type=int, default=128)
+    p.add_argument(
+        "--transfer-kl-weight",
+        type=float,
+        default=0.0,
+        help="weight of the reverse-KL (energy) term in the transfer flow's training (`sci-fm train prose "
+        "--kl-weight`); 0: likelihood only",
+    )
+    p.add_argument("--transfer-kl-systems", type=int, default=8, help="training systems per KL step")
+    p.add_argument("--transfer-kl-samples", type=int, default=16, help="flow samples per system per KL step")
     p.add_argument("--ict-hidden", type=int, default=64, help="ictransfer width")
     p.add_argument("--ict-layers", type=int, default=8, help="ictransfer couplings")
     p.add_argument(

@@ -242,6 +242,22 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "sides (rings, amides, aromatic and guanidinium groups) get a unimodal base around the minimised "
         "structure; 0 keeps every proper torsion circular (default 10)",
     )
+    p.add_argument(
+        "--kl-weight",
+        type=float,
+        default=0.0,
+        help="ictransfer: add this weight x the reverse KL to the Boltzmann distribution of the training "
+        "systems (OpenMM energies of the flow's own samples) to every training step; 0: likelihood only",
+    )
+    p.add_argument("--kl-systems", type=int, default=8, help="ictransfer: training systems per KL step")
+    p.add_argument("--kl-samples", type=int, default=16, help="ictransfer: flow draws per system per KL step")
+    p.add_argument(
+        "--kl-cut-kt",
+        type=float,
+        default=100.0,
+        help="ictransfer: energies more than this many kT above the system's median data energy are "
+        "softened logarithmically in the KL term",
+    )
     p.add_argument("--size", default="tiny", help="tiny, small, base, medium, paper")
     p.add_argument("--channels", type=int, default=None)
     p.add_argument("--num-blocks", type=int, default=None)
@@ -317,6 +333,15 @@ def run_train(args) -> int:
                 val_r[n] = (cut, None)
     if not train_r:
         raise ConfigError("no training systems left after removing --val-systems")
+    if args.kl_weight < 0:
+        raise ConfigError(f"--kl-weight must be >= 0, got {args.kl_weight}")
+    if args.kl_weight and args.model != "ictransfer":
+        raise ConfigError("--kl-weight applies to the transferable IC flow (--model ictransfer) only")
+    if args.kl_weight and min(args.kl_systems, args.kl_samples, args.kl_cut_kt) <= 0:
+        raise ConfigError(
+            f"--kl-systems, --kl-samples and --kl-cut-kt must be positive (got {args.kl_systems}, "
+            f"{args.kl_samples}, {args.kl_cut_kt})"
+        )
     if args.model == "icflow" and (len(train_r) != 1 or set(val_r) - set(train_r)):
         raise ConfigError(
             f"--model icflow is a single-system flow: give exactly one training system and no "
@@ -330,6 +355,7 @@ def run_train(args) -> int:
     )
     torch.manual_seed(args.seed)
     collate_fn = collate
+    task_extra = {}
     if args.model == "ictransfer":
         from scifm.prose.ictransfer import (
             ICTransferConfig,
@@ -348,6 +374,13 @@ def run_train(args) -> int:
         train_ds = TokenDataset(src, train_r, std, stride=args.stride, graph_options=opts)
         val_ds = TokenDataset(src, val_r, std, stride=args.stride, graph_options=opts) if val_r else None
         cfg, task_cls, collate_fn = model.config, ICTransferTask, collate_tokens
+        if args.kl_weight:
+            from scifm.prose.ictransfer import ReverseKL
+
+            kl = ReverseKL.from_dataset(
+                train_ds, src, n_systems=args.kl_systems, n_samples=args.kl_samples, cut_kT=args.kl_cut_kt
+            )
+            task_extra = {"kl": kl, "kl_weight": args.kl_weight}
     else:
         train_ds = FrameDataset(src, train_r, std, stride=args.stride)
         val_ds = FrameDataset(src, val_r, std, stride=args.stride) if val_r else None
@@ -414,6 +447,7 @@ def run_train(args) -> int:
             }
         ),
         ema_decay=args.ema_decay if args.ema_decay else None,
+        **task_extra,
     )
     run_dir = Path(args.run_dir)
     if device.startswith("cuda"):
@@ -456,6 +490,15 @@ def run_train(args) -> int:
         fit=trainer.scifm_summary,
         final=last,
     )
+    if task_extra:
+        kl = task_extra["kl"]
+        metrics["reverse_kl"] = dict(
+            weight=args.kl_weight,
+            systems_per_step=kl.n_systems,
+            samples_per_system=kl.n_samples,
+            cut_kT=kl.cut_kT,
+            energy_evaluations=sum(m["energy"].n_evaluations for m in kl.molecules),
+        )
     write_json(run_dir / "metrics.json", _clean(metrics))
     label = {"tarflow": "Prose", "icflow": "IC flow", "ictransfer": "transferable IC flow"}[args.model]
     n_par = avg.n_parameters()

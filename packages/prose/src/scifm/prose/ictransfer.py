@@ -40,6 +40,7 @@ from scifm.core.errors import ConfigError, DataError
 from scifm.prose.icflow import (
     build_zmatrix,
     cartesian_from_ic,
+    cartesian_log_jacobian,
     dihedral,
     ic_from_cartesian,
     place_rigidly,
@@ -53,6 +54,7 @@ __all__ = [
     "ICTransferConfig",
     "ICTransferFlow",
     "ICTransferTask",
+    "ReverseKL",
     "TokenDataset",
     "collate_tokens",
     "ic_to_tokens",
@@ -628,16 +630,16 @@ class TokenDataset(torch.utils.data.Dataset):
         return {"v": sysm["v"][j], **{k: sysm["graph"][k] for k in GRAPH_KEYS}}
 
 
-def collate_tokens(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Pad to the largest molecule: v, mean, std [B, N, 3]; present [B, N, 3]; tokens [B, N, 9];
+def collate_tokens(items: list[dict], dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """Pad to the largest molecule: v, mean, std [B, N, 3] (`dtype`); present [B, N, 3]; tokens [B, N, 9];
     dist [B, N, N]; real [B, N] (pads: std 1, nothing present, distance clipped to the maximum; pad keys
     are masked out of attention)."""
     n_max = max(it["v"].shape[0] for it in items)
     B = len(items)
     out = {
-        "v": torch.zeros(B, n_max, 3),
-        "mean": torch.zeros(B, n_max, 3),
-        "std": torch.ones(B, n_max, 3),
+        "v": torch.zeros(B, n_max, 3, dtype=dtype),
+        "mean": torch.zeros(B, n_max, 3, dtype=dtype),
+        "std": torch.ones(B, n_max, 3, dtype=dtype),
         "present": torch.zeros(B, n_max, 3, dtype=torch.bool),
         "circ": torch.zeros(B, n_max, 3, dtype=torch.bool),
         "tokens": torch.zeros(B, n_max, 9, dtype=torch.long),
@@ -656,11 +658,115 @@ def collate_tokens(items: list[dict]) -> dict[str, torch.Tensor]:
 from scifm.core.train import Task  # noqa: E402  (after the model: Task pulls in lightning)
 
 
+class ReverseKL:
+    """The energy-based training term KL(q || p) over training molecules (Boltzmann-generator "KL" loss).
+
+    For molecule m with energy u_m (kT) and Z-matrix Jacobian J, the density of the target over internal
+    coordinates is p(ic) ~ exp(-u_m(x(ic))) J(ic), so per sample v ~ q (reparameterised through the
+    flow's inverse) the term is  [log q_ic(v) + u_m(x(v)) - log J(ic(v))] / D_m,  D_m the molecule's present
+    coordinates, averaged over `n_systems` molecules drawn at random per call and `n_samples` draws each.
+    Its gradient reaches the weights through the sample (OpenMM forces via `TargetEnergy`) and through
+    log q. Maximum likelihood covers the data's modes; this term penalises the proposal mass that lands
+    where the target energy is high (side-chain clashes, strained rings), i.e. the large SNIS log-weights.
+
+    Energies are taken relative to u_ref (median over a few data frames of that molecule) and softened
+    above `cut_kT`: u' = cut + log(1 + u - cut), so a clashing draw cannot dominate a step; draws with a
+    non-finite energy are left out of the mean (and counted).
+
+    Args:
+        molecules: dicts with "name", "graph" (`molecule_graph`), "energy" (a `TargetEnergy` on this
+            model's standardised coordinates) and "u_ref" (kT).
+    """
+
+    def __init__(self, molecules: list[dict], n_systems: int = 8, n_samples: int = 16, cut_kT: float = 100.0):
+        if not molecules:
+            raise ConfigError("reverse KL: no training molecules")
+        if n_systems < 1 or n_samples < 1 or not cut_kT > 0:
+            raise ConfigError(
+                f"reverse KL: systems per step, samples per system and the energy cut must be positive "
+                f"(got {n_systems}, {n_samples}, {cut_kT})"
+            )
+        self.molecules = molecules
+        self.n_systems = min(int(n_systems), len(molecules))
+        self.n_samples = int(n_samples)
+        self.cut_kT = float(cut_kT)
+
+    @classmethod
+    def from_dataset(cls, dataset: TokenDataset, source, platform: str = "Reference", n_ref: int = 64, **kw):
+        """One molecule per system of a `TokenDataset` (its `source`, a `PeptideMDFile`, gives the OpenMM
+        system and temperature); u_ref from up to `n_ref` evenly spaced frames of that system."""
+        from scifm.prose.energy import OpenMMEnergy, TargetEnergy
+
+        molecules = []
+        for sd in dataset.systems:
+            sysm = source.system(sd["name"])
+            energy = TargetEnergy(
+                OpenMMEnergy(sysm.create_system(), sysm.temperature_K, platform=platform), dataset.std_nm
+            )
+            v = sd["v"][:: max(1, len(sd["v"]) // n_ref)][:n_ref].double()
+            x = cartesian_from_ic(tokens_to_ic(v), sd["graph"]["zmatrix"])
+            u = energy(x)
+            u = u[torch.isfinite(u)]
+            if not len(u):
+                raise DataError(sd["name"], "reverse KL: no finite energy among the system's data frames")
+            energy.energy.n_evaluations = 0
+            molecules.append(dict(name=sd["name"], graph=sd["graph"], energy=energy, u_ref=float(u.median())))
+        return cls(molecules, **kw)
+
+    @staticmethod
+    def soften(d: torch.Tensor, cut: float) -> torch.Tensor:
+        """d up to the cut, cut + log(1 + d - cut) above (continuous, slope 1 at the cut)."""
+        return torch.where(d <= cut, d, cut + torch.log1p((d - cut).clamp_min(0.0)))
+
+    def __call__(self, model: ICTransferFlow, generator=None) -> tuple[torch.Tensor, dict]:
+        pick = torch.randperm(len(self.molecules), generator=generator)[: self.n_systems].tolist()
+        mols = [self.molecules[i] for i in pick]
+        M = self.n_samples
+        items = [{"v": m["graph"]["mean"], **{k: m["graph"][k] for k in GRAPH_KEYS}} for m in mols]
+        dt = next(model.parameters()).dtype
+        g = collate_tokens([it for it in items for _ in range(M)], dtype=dt)
+        shape = g["mean"].shape
+        gauss = torch.randn(*shape, generator=generator, dtype=dt)
+        unif = (torch.rand(*shape, generator=generator, dtype=dt) * 2 - 1) * math.pi
+        z = torch.where(g["circ"], unif, gauss) * g["present"].to(dt)
+        v, ld = model.inverse_tokens(z, g)
+        lq = model._base_logp(z, g["present"], g["circ"]) - ld
+        terms, n_bad, u_mean = [], 0, []
+        for s, m in enumerate(mols):
+            rows = slice(s * M, (s + 1) * M)
+            n = m["graph"]["mean"].shape[0]
+            ic = tokens_to_ic(v[rows, :n])
+            zm = m["graph"]["zmatrix"]
+            u = m["energy"](cartesian_from_ic(ic, zm)) - m["u_ref"]
+            ok = torch.isfinite(u)
+            n_bad += int((~ok).sum())
+            u = self.soften(torch.where(ok, u, torch.zeros_like(u)), self.cut_kT)
+            dims = m["graph"]["present"].sum().to(dt)
+            t = (lq[rows] + u - cartesian_log_jacobian(ic, zm)) / dims
+            terms.append(t[ok])
+            u_mean.append(u[ok].detach())
+        t = torch.cat(terms)
+        loss = t.mean() if t.numel() else lq.sum() * 0.0
+        logs = {"kl": loss.detach(), "kl_u": torch.cat(u_mean).mean() if t.numel() else 0.0, "kl_bad": n_bad}
+        return loss, logs
+
+
 class ICTransferTask(Task):
-    """Maximum likelihood of per-token internal coordinates (NLL per present coordinate)."""
+    """Maximum likelihood of per-token internal coordinates (NLL per present coordinate), plus
+    `kl_weight` x `ReverseKL` in training steps when a `kl` term is given."""
+
+    def __init__(self, *args, kl: ReverseKL | None = None, kl_weight: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kl = kl
+        self.kl_weight = float(kl_weight)
 
     def loss(self, batch, stage):
         lp = self.model.log_prob_tokens(batch["v"], batch)
         dims = batch["present"].sum()
         loss = -lp.sum() / dims
-        return loss, {"nll": (-lp).mean().detach()}
+        logs = {"nll": (-lp).mean().detach()}
+        if stage == "train" and self.kl is not None and self.kl_weight > 0:
+            kl, kl_logs = self.kl(self.model)
+            loss = loss + self.kl_weight * kl
+            logs.update(kl_logs)
+        return loss, logs
