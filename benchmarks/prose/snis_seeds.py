@@ -115,6 +115,7 @@ def main() -> int:
     stamp = utc_timestamp().replace(":", "")
     config = {k: v for k, v in vars(a).items() if k not in ("workdir", "results", "data", "model")}
     config["models"] = {label: _repo_relative(run) for label, run in models.items()}
+    config["model_training"] = {label: _training(run) for label, run in models.items()}
     path = write_record(
         Path(a.results) / f"snis-seeds-{stamp}.json",
         suite="prose",
@@ -129,6 +130,28 @@ def main() -> int:
     )
     print(f"record: {path} ({wall:.0f} s)")
     return 0
+
+
+def _training(run: str) -> dict:
+    """What a model's metrics.json says about its training: steps, wall time, the weights it started from,
+    the last losses and the reverse-KL settings (empty where the file is missing)."""
+    f = Path(run) / "metrics.json"
+    if not f.is_file():
+        return {}
+    m = json.loads(f.read_text())
+    fit = m.get("fit") or {}
+    out = {
+        "steps": fit.get("global_step"),
+        "wall_time_s": fit.get("wall_time_s"),
+        "n_parameters": m.get("n_parameters"),
+        "n_train_frames": m.get("n_train_frames"),
+        "val_loss": (m.get("final") or {}).get("val/loss"),
+    }
+    if m.get("init_from"):
+        out["init_from"] = _repo_relative(m["init_from"])
+    if m.get("reverse_kl"):
+        out["reverse_kl"] = m["reverse_kl"]
+    return out
 
 
 if __name__ == "__main__":

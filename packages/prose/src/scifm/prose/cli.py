@@ -490,6 +490,8 @@ def run_train(args) -> int:
         fit=trainer.scifm_summary,
         final=last,
     )
+    if args.init_from:
+        metrics["init_from"] = str(args.init_from)
     if task_extra:
         kl = task_extra["kl"]
         metrics["reverse_kl"] = dict(
