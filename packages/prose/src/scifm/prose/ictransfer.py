@@ -23,6 +23,9 @@ peptide:
 A model is bound to one molecule (`bind(topology, system, temperature_K)`) to sample and evaluate
 Cartesian densities exactly like `ICFlow` (uniform rotation, centroid ~ N(0, I/N), Jacobian of the
 Z-matrix; `com_correction="gaussian"` makes SNIS/SMC weights exact).
+
+Training is maximum likelihood on MD frames (`ICTransferTask`), optionally plus the reverse KL to the
+Boltzmann distribution of the training molecules (`ReverseKL`, OpenMM energies of the flow's own draws).
 """
 
 from __future__ import annotations
