@@ -726,11 +726,12 @@ class ReverseKL:
         mols = [self.molecules[i] for i in pick]
         M = self.n_samples
         items = [{"v": m["graph"]["mean"], **{k: m["graph"][k] for k in GRAPH_KEYS}} for m in mols]
-        dt = next(model.parameters()).dtype
+        dt, dev = next(model.parameters()).dtype, next(model.parameters()).device
         g = collate_tokens([it for it in items for _ in range(M)], dtype=dt)
+        g = {k: t.to(dev) for k, t in g.items()}
         shape = g["mean"].shape
-        gauss = torch.randn(*shape, generator=generator, dtype=dt)
-        unif = (torch.rand(*shape, generator=generator, dtype=dt) * 2 - 1) * math.pi
+        gauss = torch.randn(*shape, generator=generator, dtype=dt).to(dev)
+        unif = ((torch.rand(*shape, generator=generator, dtype=dt) * 2 - 1) * math.pi).to(dev)
         z = torch.where(g["circ"], unif, gauss) * g["present"].to(dt)
         v, ld = model.inverse_tokens(z, g)
         lq = model._base_logp(z, g["present"], g["circ"]) - ld
