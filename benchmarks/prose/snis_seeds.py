@@ -61,6 +61,14 @@ def main() -> int:
         help="also plain Langevin MD from the built structure with as many force evaluations as one SNIS "
         "run, one run per seed (the equal-cost baseline; it does not use the model)",
     )
+    p.add_argument(
+        "--symmetrise",
+        nargs="+",
+        default=["none"],
+        choices=["none", "rings", "flips"],
+        help="`sci-fm sample prose --symmetrise` kinds, each model is run with each (rows of a kind other "
+        "than none get a '+<kind>' suffix on the model label)",
+    )
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "prose"))
     a = p.parse_args()
     models = {}
@@ -78,9 +86,12 @@ def main() -> int:
     wd = Path(a.workdir)
     t0 = time.perf_counter()
     rows = []
-    for label, run in models.items():
+    runs = [(label, run, kind) for label, run in models.items() for kind in a.symmetrise]
+    for label, run, kind in runs:
+        sym = [] if kind == "none" else ["--symmetrise", kind]
+        label = label if kind == "none" else f"{label}+{kind}"
         for s in a.systems:
-            ms = [snis(a, run, s, seed, wd / f"{label}_{s}_seed{seed}") for seed in a.seeds]
+            ms = [snis(a, run, s, seed, wd / f"{label}_{s}_seed{seed}", *sym) for seed in a.seeds]
             ess = np.array([m["ess"] for m in ms], dtype=float)
             rows.append(
                 {

@@ -427,3 +427,9 @@ def test_cli_trains_on_some_dipeptides_and_samples_an_unseen_one(tmp_path, capsy
         main([*sample, "--n", "10", "--method", "md", "--md-interval", "10", *common, "--out", str(bad)]) != 0
     )
     assert "md: need" in capsys.readouterr().err and not bad.exists()
+    # --symmetrise flips on an unseen Tyr dipeptide: ring and C-terminus (a group of 4), no extra energy calls
+    sym = ["sample", "prose", "--model", str(run), "--sequence", "GY", "--n", "32", "--platform", "Reference"]
+    assert main([*sym, "--symmetrise", "flips", "--out", str(tmp_path / "sym")]) == 0
+    m = json.loads((tmp_path / "sym" / "metrics.json").read_text())
+    assert m["symmetrise"] == "flips" and m["symmetry_group_size"] == 4 and m["energy_evaluations"] == 32
+    assert 0 < m["ess"] <= 1
