@@ -115,3 +115,11 @@ def test_symmetry_group_is_checked(fy):
         SymmetrisedFlow(base, torch.stack([swap, ident]))
     with pytest.raises(ConfigError, match="closed"):
         SymmetrisedFlow(base, torch.stack([ident, swap, swap2]))
+    # a ring missing one of its atoms is named
+    from openmm.app import Modeller
+
+    pep = build_peptide("FA", False, seed=0)
+    m = Modeller(pep.topology, pep.positions)
+    m.delete([a for a in m.topology.atoms() if a.name == "CE1"])
+    with pytest.raises(ConfigError, match=r"flip of PHE1: atoms \['CE1'\]"):
+        flip_group(m.topology)

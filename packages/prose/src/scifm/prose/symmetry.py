@@ -55,16 +55,16 @@ def flip_group(topology, kind: str = "flips", max_size: int = 64) -> torch.Tenso
     flips = []
     for res in topology.residues():
         idx = {a.name: a.index for a in res.atoms()}
-        groups = [(res.name, FLIP_PAIRS.get(res.name))]
+        groups = [("", FLIP_PAIRS.get(res.name))]
         if "OXT" in idx:
-            groups.append(("C-terminus of", FLIP_PAIRS["CTER"]))
+            groups.append(("C-terminus of ", FLIP_PAIRS["CTER"]))
         for what, pairs in groups:
             if pairs is None or (kind == "rings" and pairs is not _RING):
                 continue
             missing = [n for pair in pairs for n in pair if n not in idx]
             if missing:
                 raise ConfigError(
-                    f"flip of {what} {res.name}{res.index + 1}: atoms {missing} not in the topology"
+                    f"flip of {what}{res.name}{res.index + 1}: atoms {missing} not in the topology"
                 )
             flips.append([(idx[a], idx[b]) for a, b in pairs])
     if 2 ** len(flips) > max_size:
