@@ -631,11 +631,12 @@ class _Context:
             raise ConfigError("--base-scale applies to a transferable IC flow (--model ictransfer) only")
         self.omm = OpenMMEnergy(system, T, n_workers=args.workers, platform=args.platform)
         self.target = TargetEnergy(self.omm, self.flow.config.std_nm)
+        self.symmetrise = getattr(args, "symmetrise", "none")  # finetune has no such option
         self.symmetry_group_size = 1
-        if getattr(args, "symmetrise", "none") != "none":
+        if self.symmetrise != "none":
             from scifm.prose.symmetry import SymmetrisedFlow, flip_group
 
-            group = flip_group(self.topology, args.symmetrise)
+            group = flip_group(self.topology, self.symmetrise)
             self.symmetry_group_size = int(group.shape[0])
             if self.symmetry_group_size > 1:
                 self.flow = SymmetrisedFlow(self.flow, group)
@@ -711,7 +712,7 @@ class _Context:
             force_field=self.force_field,
             temperature_K=self.temperature_K,
             com_correction=args.com_correction,
-            symmetrise=getattr(args, "symmetrise", "none"),
+            symmetrise=self.symmetrise,
             symmetry_group_size=self.symmetry_group_size,
             energy_unit="kT",
             length_unit="nm",
