@@ -156,3 +156,31 @@ def test_templates_are_xtb_minima_so_pf6_is_octahedral():
     assert energy(ec)[1] < 0.05
     with pytest.raises(ConfigError, match="relaxation"):
         make_species("EC", "C1COC(=O)O1", relax="uff")
+
+
+def test_template_whose_xtb_scf_fails_is_re_embedded_and_then_refused(monkeypatch):
+    """Some ETKDG embeddings of PF6- (seed 4 of the electrolyte benchmark) leave GFN2-xTB's SCF unconverged:
+    the next embedding is tried; a species no embedding can relax is refused with every attempt named."""
+    from ase.calculators.calculator import CalculationFailed
+
+    from scifm.md import electrolyte
+
+    calls = []
+
+    def flaky(numbers, positions, charge, fmax=0.02):
+        calls.append(positions.copy())
+        if len(calls) == 1:
+            raise CalculationFailed("SCF not converged in 250 cycles")
+        return positions
+
+    monkeypatch.setattr(electrolyte, "relax_template", flaky)
+    sp = make_species("PF6", "F[P-](F)(F)(F)(F)F", seed=4)
+    assert len(calls) == 2 and not np.allclose(calls[0], calls[1])  # a different embedding the second time
+    assert sp.charge == -1 and sorted(sp.numbers.tolist()) == [9] * 6 + [15]
+
+    def broken(numbers, positions, charge, fmax=0.02):
+        raise CalculationFailed("SCF not converged in 250 cycles")
+
+    monkeypatch.setattr(electrolyte, "relax_template", broken)
+    with pytest.raises(ConfigError, match=r"no usable template for 'PF6'.*embedding 4: GFN2-xTB SCF not"):
+        make_species("PF6", "F[P-](F)(F)(F)(F)F")

@@ -86,6 +86,9 @@ def relax_template(numbers: np.ndarray, positions: np.ndarray, charge: int, fmax
     return np.array(atoms.positions, dtype=np.float64)
 
 
+TEMPLATE_ATTEMPTS = 5  # RDKit embeddings tried per species before a template is refused
+
+
 def make_species(name: str, smiles: str, seed: int = 0, relax: str = "xtb") -> Species:
     """Parse and embed one molecule: RDKit ETKDG, MMFF clean-up when MMFF has parameters, then (``relax=
     "xtb"``, the default) a GFN2-xTB minimisation, the level of theory of the cluster labels.
@@ -106,23 +109,37 @@ def make_species(name: str, smiles: str, seed: int = 0, relax: str = "xtb") -> S
             f"{', '.join(SALTS)}) nor a valid SMILES"
         )
     mol = Chem.AddHs(mol)
+    numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
+    fc = np.array([a.GetFormalCharge() for a in mol.GetAtoms()], dtype=np.float64)
     if mol.GetNumAtoms() == 1:
-        pos = np.zeros((1, 3))
-    else:
+        return Species(name, smiles, numbers, np.zeros((1, 3)), fc, float(Descriptors.MolWt(mol)))
+    # A badly distorted embedding (ETKDG of PF6- with some seeds) can leave the xTB SCF unconverged; the
+    # next embeddings are tried before giving up (the relaxed template does not depend on the embedding).
+    failures = []
+    for attempt in range(TEMPLATE_ATTEMPTS):
         params = AllChem.ETKDGv3()
-        params.randomSeed = 1000 + seed
+        params.randomSeed = 1000 + seed + 7919 * attempt
         if AllChem.EmbedMolecule(mol, params) != 0:
-            raise ConfigError(f"composition: RDKit could not embed {name!r} ({smiles})")
+            failures.append(f"embedding {attempt}: RDKit could not embed")
+            continue
         try:
             AllChem.MMFFOptimizeMolecule(mol)
         except Exception:  # no MMFF parameters (e.g. PF6-): xTB below, or the ETKDG geometry
             pass
         pos = np.array(mol.GetConformer().GetPositions(), dtype=np.float64)
-    numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
-    fc = np.array([a.GetFormalCharge() for a in mol.GetAtoms()], dtype=np.float64)
-    if relax == "xtb" and len(numbers) > 1:
-        pos = relax_template(numbers, pos, int(round(fc.sum())))
-    return Species(name, smiles, numbers, pos - pos.mean(axis=0), fc, float(Descriptors.MolWt(mol)))
+        if relax == "xtb":
+            from ase.calculators.calculator import CalculationFailed
+
+            try:
+                pos = relax_template(numbers, pos, int(round(fc.sum())))
+            except CalculationFailed as exc:
+                failures.append(f"embedding {attempt}: GFN2-xTB {exc}")
+                continue
+        return Species(name, smiles, numbers, pos - pos.mean(axis=0), fc, float(Descriptors.MolWt(mol)))
+    raise ConfigError(
+        f"composition: no usable template for {name!r} ({smiles}) after {TEMPLATE_ATTEMPTS} embeddings: "
+        + "; ".join(failures)
+    )
 
 
 @dataclass(frozen=True)
