@@ -13,7 +13,7 @@ from ase import units
 from test_md_common import export_tiny, tiny_potential, water_box
 
 from scifm.cli.main import main
-from scifm.md.align import delta_p_bar
+from scifm.md.align import delta_p_bar, next_delta_p
 from scifm.md.finetune import changed_keys, frame_graph, intermolecular_edges, nn_edge_pressure_bar, predict
 from scifm.md.md import MDSettings, run_md
 from scifm.mlip.calculator import SciFMCalculator
@@ -51,6 +51,19 @@ def test_delta_p_sign_and_size():
     # too dense by 1 % with κ_T = 1e-4 /bar -> +100 bar (pushes the box out)
     assert delta_p_bar(1.01, 1.0, 1e-4) == pytest.approx(0.01 / 1.01 / 1e-4)
     assert delta_p_bar(0.99, 1.0, 1e-4) < 0
+
+
+def test_next_round_delta_p_secant_with_fallbacks():
+    # first round: linear response with κ_T
+    assert next_delta_p(1.0, 0.99, 1e-4) == (pytest.approx(delta_p_bar(0.99, 1.0, 1e-4)), "kappa_T")
+    # -500 bar moved 1.00 -> 1.05 (dρ/dΔP = -1e-4 /bar): another -500 bar reaches 1.10
+    prev = {"density": 1.00, "delta_p_bar": -500.0}
+    assert next_delta_p(1.10, 1.05, 1e-4, prev, sem=0.005) == (pytest.approx(-500.0), "secant")
+    # the secant step is capped at 3x the last shift
+    assert next_delta_p(2.0, 1.05, 1e-4, prev, sem=0.005) == (pytest.approx(-1500.0), "secant")
+    # a move within twice the SEM, or in the wrong direction, falls back to κ_T
+    assert next_delta_p(1.10, 1.005, 1e-4, prev, sem=0.005)[1] == "kappa_T"
+    assert next_delta_p(1.10, 0.98, 1e-4, prev, sem=0.005)[1] == "kappa_T"
 
 
 def _readout_only(changed):
@@ -158,6 +171,42 @@ def test_align_one_epoch_moves_pressure_towards_target(npt_run, tmp_path):
     rerun = json.loads((out / "npt" / "water" / "summary.json").read_text())
     assert rerun["dispersion_tail"] is summary["dispersion_tail"] is True
     assert (out / "alignment.png").stat().st_size > 0
+
+
+def test_align_rounds_take_the_next_target_from_the_new_density(npt_run, tmp_path, capsys):
+    root, models, run = npt_run
+    systems = tmp_path / "systems.yaml"
+    entry = {"name": "water", "md": str(run), "density_exp": 1.2, "kappa_T_per_bar": 1e-4}
+    systems.write_text(yaml.safe_dump({"systems": [entry]}))
+    out = tmp_path / "align"
+    args = ["align", "--model", str(models[0]), "--systems", str(systems), "--epochs", "1", "--lr", "1e-3"]
+    args += ["--npt-steps", "10", "--npt-equilibration", "0.002", "--tolerance", "0", "--no-progress"]
+    assert main([*args, "--rounds", "2", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_rounds"] == 2 and not m["converged"]
+    r1, r2 = (r["systems"]["water"] for r in m["rounds"])
+    assert r1["rule"] == "kappa_T" and r2["rule"] in ("secant", "kappa_T")
+    # round 2 starts from round 1's NPT re-run: its density and frames
+    assert r2["density_md_g_cm3"] == pytest.approx(r1["density_after_g_cm3"])
+    achieved = r1["delta_p_target_bar"] + r1["residual_after_bar"]  # the shift round 1 reached
+    prev = {"density": r1["density_md_g_cm3"], "delta_p_bar": achieved}
+    expect = next_delta_p(1.2, r1["density_after_g_cm3"], 1e-4, prev, r1["density_after_sem_g_cm3"])
+    assert (r2["delta_p_target_bar"], r2["rule"]) == (pytest.approx(expect[0]), expect[1])
+    rerun = json.loads((out / "round2" / "npt" / "water" / "summary.json").read_text())
+    assert rerun["equilibration_ps"] == 0.002
+    assert m["npt"]["water"]["density_after_g_cm3"] == pytest.approx(rerun["density_g_cm3_mean"])
+    # OUT/model is the last round's model; only the readout moved from the original over both rounds
+    final = load_potential(out / "model").state_dict()
+    assert changed_keys(load_potential(out / "round2" / "model").state_dict(), final) == []
+    _readout_only(m["changed_parameters"])
+    assert "round 2 water: ΔP target" in capsys.readouterr().out
+    # refusals before any work: rounds without NPT re-runs, rounds without an experimental density
+    assert main([*args[:9], "--rounds", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "--rounds > 1 re-runs NPT" in capsys.readouterr().err
+    systems.write_text(yaml.safe_dump({"systems": [{"name": "water", "md": str(run), "delta_p_bar": 100.0}]}))
+    assert main([*args, "--rounds", "2", "--out", str(tmp_path / "y")]) == 2
+    assert "needs density_exp for every system; missing: ['water']" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_align_rejects_unknown_keys(tmp_path, capsys):

@@ -66,6 +66,31 @@ def test_ensembles_run_and_summarize(tmp_path, ensemble, extra):
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 60
 
 
+def test_equilibration_is_left_out_of_the_averages(tmp_path):
+    """A Cu box started 20 % expanded relaxes its volume in NPT: with --equilibration the averages are those
+    of the thermo rows after it (density, temperature, pressure, κ_T), the transient is in the log only."""
+    from ase.build import bulk
+
+    from scifm.core.errors import ConfigError
+
+    atoms = bulk("Cu", "fcc", a=3.6 * 1.2 ** (1 / 3), cubic=True).repeat((2, 2, 2))
+    settings = dict(ensemble="npt", steps=200, timestep=2.0, thermo_every=2, save_every=100)
+    kw = dict(temperature=300, pdamp=100.0, barostat="berendsen", progress=False)
+    s = run_md(atoms, EMT(), MDSettings(**settings, equilibration_ps=0.2, **kw), tmp_path)
+    th = read_thermo(tmp_path / "thermo.csv")
+    prod = th["time_fs"] >= 200.0
+    assert s["equilibration_ps"] == 0.2 and s["n_thermo_rows_averaged"] == int(prod.sum()) < len(prod)
+    assert s["density_g_cm3_mean"] == pytest.approx(float(np.mean(th["density_g_cm3"][prod])))
+    assert s["temperature_K_mean"] == pytest.approx(float(np.mean(th["temperature_K"][prod])))
+    # the dilute start is in the log but not in the average
+    assert th["density_g_cm3"][0] < 0.9 * s["density_g_cm3_mean"]
+    assert s["density_g_cm3_mean"] != pytest.approx(float(np.mean(th["density_g_cm3"])), rel=1e-4)
+    with pytest.raises(ConfigError, match="--equilibration 0.4: must be >= 0 ps and shorter than the run"):
+        MDSettings(**settings, equilibration_ps=0.4, **kw).check()
+    with pytest.raises(ConfigError, match="--equilibration -1"):
+        MDSettings(**settings, equilibration_ps=-1, **kw).check()
+
+
 def test_h5_trajectory_reads_back(tmp_path):
     s = run_md(
         _cu(),

@@ -86,8 +86,6 @@ def load_systems(path: str | Path, max_frames: int = 30) -> list[dict]:
     """Validated systems with ``frames`` (ase.Atoms list), ``mol`` (molecule ids), ``delta_p_bar``."""
     import yaml
 
-    from .trajectory import read_trajectory
-
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "systems file not found")
@@ -136,27 +134,70 @@ def load_systems(path: str | Path, max_frames: int = 30) -> list[dict]:
                     stacklevel=2,
                 )
             dp = delta_p_bar(float(rho_md), float(s["density_exp"]), float(kappa))
-        frames = read_trajectory(frames_path)
-        frames = frames[len(frames) // 2 :] if len(frames) > 2 * max_frames else frames  # skip equilibration
-        if len(frames) > max_frames:
-            frames = [frames[i] for i in np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
-        for j, a in enumerate(frames):
-            if not is_periodic(a):
-                raise DataError(frames_path, "frames must be periodic", record=f"frame {j}")
+        frames = alignment_frames(frames_path, max_frames)
         out.append(
             {
                 "name": str(s.get("name", f"system{k}")),
                 "frames": frames,
                 "mol": molecule_ids(frames[0]),
                 "delta_p_bar": dp,
+                "delta_p_rule": "given" if "delta_p_bar" in s else "kappa_T",
                 "density_md": None if rho_md is None else float(rho_md),
                 "density_exp": s.get("density_exp"),
+                "kappa_T_per_bar": s.get(
+                    "kappa_T_per_bar", summary.get("isothermal_compressibility_per_bar")
+                ),
                 "md_dir": md,
                 "md_settings": summary.get("settings", {}),
                 "dispersion_tail": bool(summary.get("dispersion_tail", False)),
             }
         )
     return out
+
+
+def alignment_frames(path: Path, max_frames: int) -> list:
+    """At most ``max_frames`` periodic frames of an NPT trajectory, evenly spaced over its second half when
+    it is long (the first half is equilibration)."""
+    from .trajectory import read_trajectory
+
+    frames = read_trajectory(path)
+    frames = frames[len(frames) // 2 :] if len(frames) > 2 * max_frames else frames  # skip equilibration
+    if len(frames) > max_frames:
+        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
+    if not frames:
+        raise DataError(path, "no frames to align on")
+    for j, a in enumerate(frames):
+        if not is_periodic(a):
+            raise DataError(path, "frames must be periodic", record=f"frame {j}")
+    return frames
+
+
+def next_delta_p(
+    rho_exp: float,
+    rho: float,
+    kappa_T_per_bar: float | None,
+    previous: dict | None = None,
+    sem: float | None = None,
+    max_growth: float = 3.0,
+) -> tuple[float, str]:
+    """ΔP (bar) for the next alignment round of one system and the rule that gave it.
+
+    ``previous``: ``{"density": ρ before the last round, "delta_p_bar": the NN pressure shift that round
+    achieved on its frames}``. When the last round moved the density by more than twice its SEM and in the
+    direction a pressure shift should (dρ/dΔP < 0), the secant through the two NPT densities is used:
+    ΔP = (ρ_exp − ρ) / (dρ/dΔP), at most ``max_growth`` times the last shift. Otherwise (the first round,
+    or a move lost in the noise) the linear-response formula ΔP = (ρ − ρ_exp)/(ρ κ_T)."""
+    if previous is not None and previous.get("delta_p_bar"):
+        moved = rho - float(previous["density"])
+        noise = 2.0 * float(sem or 0.0)
+        slope = moved / float(previous["delta_p_bar"])
+        if abs(moved) > noise and slope < 0:
+            dp = (rho_exp - rho) / slope
+            cap = max_growth * abs(float(previous["delta_p_bar"]))
+            return float(np.clip(dp, -cap, cap)), "secant"
+    if kappa_T_per_bar is None:
+        raise ConfigError("no κ_T for the linear-response ΔP: give kappa_T_per_bar")
+    return delta_p_bar(rho, rho_exp, float(kappa_T_per_bar)), "kappa_T"
 
 
 def align(
@@ -308,8 +349,16 @@ def align(
     return metrics
 
 
-def rerun_npt(model_dir: Path, systems: list[dict], out: Path, steps: int, progress: bool) -> dict[str, dict]:
-    """NPT of each system from its last frame with the aligned model; density before/after."""
+def rerun_npt(
+    model_dir: Path,
+    systems: list[dict],
+    out: Path,
+    steps: int,
+    progress: bool,
+    equilibration_ps: float = 0.0,
+) -> dict[str, dict]:
+    """NPT of each system from its last frame with the aligned model (the settings of the system's own NPT
+    run); density before/after. ``equilibration_ps`` is left out of the new averages."""
     from .committee import make_member
     from .md import MDSettings, run_md
 
@@ -322,6 +371,7 @@ def rerun_npt(model_dir: Path, systems: list[dict], out: Path, steps: int, progr
             temperature=st.get("temperature", 300.0),
             pressure=st.get("pressure", 1.0),
             timestep=st.get("timestep", 1.0),
+            equilibration_ps=float(equilibration_ps),
             steps=steps,
             save_every=st.get("save_every", max(1, steps // 20)),
             thermo_every=st.get("thermo_every", max(1, min(10, steps // 10))),
@@ -335,6 +385,7 @@ def rerun_npt(model_dir: Path, systems: list[dict], out: Path, steps: int, progr
         calc = make_member(model_dir, dispersion="auto", dispersion_tail=tail)
         summary = run_md(atoms, calc, settings, out / s["name"], meta={"dispersion_tail": tail})
         res[s["name"]] = {
+            "md_dir": str(out / s["name"]),
             "density_before_g_cm3": s["density_md"],
             "density_after_g_cm3": summary.get("density_g_cm3_mean"),
             "density_after_sem_g_cm3": summary.get("density_g_cm3_sem"),
@@ -365,6 +416,26 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--forces-anchor", type=float, default=DEFAULT_W["forces"])
     p.add_argument("--virial-anchor", type=float, default=DEFAULT_W["virial"])
     p.add_argument("--npt-steps", type=int, default=0, help="re-run NPT with the aligned model (0: skip)")
+    p.add_argument(
+        "--npt-equilibration",
+        type=float,
+        default=0.0,
+        metavar="PS",
+        help="ps of each NPT re-run left out of its density average",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="align, re-run NPT, take the next ΔP from the new density (secant through the last two), "
+        "at most this many times (needs --npt-steps and density_exp)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="g/cm³: stop the rounds when every system's NPT density is this close to experiment",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/align")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -373,7 +444,17 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from .md import _write_json
 
+    if args.rounds < 1:
+        raise ConfigError(f"--rounds {args.rounds}: must be >= 1")
+    if args.rounds > 1 and args.npt_steps <= 0:
+        raise ConfigError("--rounds > 1 re-runs NPT after every round: give --npt-steps")
     systems = load_systems(args.systems, args.max_frames)
+    if args.rounds > 1:
+        missing = [s["name"] for s in systems if s.get("density_exp") is None]
+        if missing:
+            raise DataError(
+                args.systems, f"--rounds > 1 needs density_exp for every system; missing: {missing}"
+            )
     clusters = None
     if args.clusters:
         from scifm.mlip.dataset import open_frames
@@ -385,27 +466,131 @@ def run(args) -> int:
         "forces": args.forces_anchor,
         "virial": args.virial_anchor,
     }
-    m = align(
-        args.model,
-        systems,
-        args.out,
-        epochs=args.epochs,
-        lr=args.lr,
-        gamma=args.gamma,
-        weights=weights,
-        cluster_frames=clusters,
-        seed=args.seed,
-        progress=args.progress,
-    )
-    if args.npt_steps > 0:
-        m["npt"] = rerun_npt(
-            Path(args.out) / "model", systems, Path(args.out) / "npt", args.npt_steps, args.progress
+    out = Path(args.out)
+    model, first, rounds = args.model, systems, []
+    rules = {s["name"]: s["delta_p_rule"] for s in systems}
+    for k in range(1, args.rounds + 1):
+        rdir = out if args.rounds == 1 else out / f"round{k}"
+        m = align(
+            model,
+            systems,
+            rdir,
+            epochs=args.epochs,
+            lr=args.lr,
+            gamma=args.gamma,
+            weights=weights,
+            cluster_frames=clusters,
+            seed=args.seed,
+            progress=args.progress,
         )
-        _write_json(Path(args.out) / "metrics.json", m)
-    for name, v in m["systems"].items():
-        print(
-            f"{name}: ΔP target {v['delta_p_target_bar']:.1f} bar, "
-            f"residual {v['residual_before_bar']:.1f} -> "
-            f"{v['residual_after_bar']:.1f} bar"
-        )
+        if args.npt_steps > 0:
+            m["npt"] = rerun_npt(
+                rdir / "model", systems, rdir / "npt", args.npt_steps, args.progress, args.npt_equilibration
+            )
+            _write_json(rdir / "metrics.json", m)
+        rounds.append(_round_record(k, systems, m, rules))
+        for name, v in rounds[-1]["systems"].items():
+            after = v.get("density_after_g_cm3")
+            print(
+                f"round {k} {name}: ΔP target {v['delta_p_target_bar']:.1f} bar ({v['rule']}), residual "
+                f"{v['residual_after_bar']:.1f} bar"
+                + ("" if after is None else f", NPT density {v['density_md_g_cm3']} -> {after:.4f} g/cm³")
+            )
+        model = rdir / "model"
+        if args.rounds == 1:
+            return 0
+        if all(abs(v["error_after_g_cm3"]) <= args.tolerance for v in rounds[-1]["systems"].values()):
+            print(f"every density within {args.tolerance} g/cm³ of experiment after round {k}")
+            break
+        if k < args.rounds:
+            systems, rules = _next_round(systems, m, args.max_frames)
+    _finish_rounds(out, args.model, model, first, rounds, args.tolerance)
     return 0
+
+
+def _round_record(k: int, systems: list[dict], m: dict, rules: dict[str, str]) -> dict:
+    per = {}
+    for s in systems:
+        v = dict(m["systems"][s["name"]], rule=rules[s["name"]])
+        npt = (m.get("npt") or {}).get(s["name"])
+        if npt is not None:
+            v.update(
+                density_after_g_cm3=npt["density_after_g_cm3"],
+                density_after_sem_g_cm3=npt["density_after_sem_g_cm3"],
+                md_dir=npt["md_dir"],
+                stopped=npt["stopped"],
+            )
+            if npt["density_after_g_cm3"] is not None and s.get("density_exp") is not None:
+                v["error_after_g_cm3"] = npt["density_after_g_cm3"] - float(s["density_exp"])
+        per[s["name"]] = v
+    return {"round": k, "systems": per}
+
+
+def _next_round(systems: list[dict], m: dict, max_frames: int) -> tuple[list[dict], dict[str, str]]:
+    """Each system again, from the frames and density of the NPT run of the round just done, with the ΔP of
+    ``next_delta_p`` (secant through the last two densities when it can be trusted)."""
+    new, rules = [], {}
+    for s in systems:
+        npt = m["npt"][s["name"]]
+        if npt["stopped"] or npt["density_after_g_cm3"] is None:
+            raise ConfigError(f"{s['name']}: the NPT re-run stopped ({npt['md_dir']}); no further round")
+        achieved = s["delta_p_bar"] + m["systems"][s["name"]]["residual_after_bar"]
+        dp, rule = next_delta_p(
+            float(s["density_exp"]),
+            float(npt["density_after_g_cm3"]),
+            s.get("kappa_T_per_bar"),
+            previous=None
+            if s["density_md"] is None
+            else {"density": s["density_md"], "delta_p_bar": achieved},
+            sem=npt["density_after_sem_g_cm3"],
+        )
+        md = Path(npt["md_dir"])
+        frames = alignment_frames(
+            md / json.loads((md / "summary.json").read_text())["trajectory"], max_frames
+        )
+        new.append(
+            {
+                **s,
+                "frames": frames,
+                "mol": molecule_ids(frames[0]),
+                "delta_p_bar": dp,
+                "density_md": float(npt["density_after_g_cm3"]),
+            }
+        )
+        rules[s["name"]] = rule
+    return new, rules
+
+
+def _finish_rounds(out: Path, original, final: Path, systems: list[dict], rounds: list[dict], tol: float):
+    """OUT/model = the last round's model; OUT/metrics.json: every round, and first vs final density."""
+    import shutil
+
+    from scifm.mlip.export import load_potential
+
+    from .md import _write_json
+
+    if (out / "model").exists():
+        shutil.rmtree(out / "model")
+    shutil.copytree(final, out / "model")
+    last = rounds[-1]["systems"]
+    npt = {
+        s["name"]: {
+            "density_exp_g_cm3": s["density_exp"],
+            "density_before_g_cm3": s["density_md"],
+            "density_after_g_cm3": last[s["name"]]["density_after_g_cm3"],
+            "density_after_sem_g_cm3": last[s["name"]]["density_after_sem_g_cm3"],
+            "md_dir": last[s["name"]]["md_dir"],
+            "stopped": last[s["name"]]["stopped"],
+        }
+        for s in systems
+    }
+    before = load_potential(resolve_model_dir(original)).state_dict()
+    metrics = {
+        "n_rounds": len(rounds),
+        "tolerance_g_cm3": tol,
+        "converged": all(abs(v["error_after_g_cm3"]) <= tol for v in last.values()),
+        "rounds": rounds,
+        "npt": npt,
+        "changed_parameters": changed_keys(before, load_potential(out / "model").state_dict()),
+    }
+    _write_json(out / "metrics.json", metrics)

@@ -29,6 +29,13 @@ def _md_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timestep", type=float, default=d.timestep, help="fs")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--save-every", type=int, default=d.save_every, help="steps between trajectory frames")
+    p.add_argument(
+        "--equilibration",
+        type=float,
+        default=d.equilibration_ps,
+        metavar="PS",
+        help="ps at the start left out of the averages in summary.json (density, T, P, κ_T)",
+    )
     p.add_argument("--thermo-every", type=int, default=d.thermo_every, help="steps between thermo rows")
     p.add_argument("--thermostat", choices=THERMOSTATS, default=d.thermostat)
     p.add_argument("--barostat", choices=BAROSTATS, default=d.barostat)
@@ -146,6 +153,7 @@ def _md(args) -> int:
         timestep=args.timestep,
         steps=args.steps,
         save_every=args.save_every,
+        equilibration_ps=args.equilibration,
         thermo_every=args.thermo_every,
         thermostat=args.thermostat,
         barostat=args.barostat,

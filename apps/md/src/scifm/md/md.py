@@ -12,9 +12,13 @@ passed ``uncertainty_threshold``), ``summary.json``; on a guard stop also ``last
 offending geometry). A stop keeps everything written so far and is reported in the summary
 (``stopped``, ``stop_reason``, ``stop_step``).
 
-Summary keys: steps, steps_requested, steps_per_second, ns_per_day, temperature_K_mean/_sem,
-epot_eV_mean, pressure_bar_mean/_sem (periodic), density_g_cm3_mean/_sem and volume_A3_mean (periodic),
-isothermal_compressibility_per_bar (NPT, from volume fluctuations κ_T = ⟨δV²⟩/(k_B T ⟨V⟩)),
+Averages (temperature, potential energy, pressure, density, volume, κ_T) leave out the first
+``equilibration_ps`` (``sci-fm md --equilibration PS``): a box packed at a guessed density relaxes its volume
+over the first picoseconds of NPT, and that transient is not the model's density.
+
+Summary keys: steps, steps_requested, equilibration_ps, n_thermo_rows_averaged, steps_per_second, ns_per_day,
+temperature_K_mean/_sem, epot_eV_mean, pressure_bar_mean/_sem (periodic), density_g_cm3_mean/_sem and
+volume_A3_mean (periodic), isothermal_compressibility_per_bar (NPT, from volume fluctuations κ_T = ⟨δV²⟩/(k_B T ⟨V⟩)),
 energy_drift_eV_per_atom_per_ps (NVE: slope of E_tot/N vs time), n_frames, n_flagged, wall_time_s.
 """
 
@@ -53,6 +57,7 @@ class MDSettings:
     timestep: float = 1.0  # fs
     steps: int = 1000
     save_every: int = 100  # steps between trajectory frames
+    equilibration_ps: float = 0.0  # ps at the start left out of the averages (density, T, P, κ_T)
     thermo_every: int = 10  # steps between thermo rows
     thermostat: str = "langevin"
     barostat: str = "mtk"
@@ -91,6 +96,13 @@ class MDSettings:
             raise bad("timestep", self.timestep, "must be in (0, 10] fs")
         if self.steps < 0:
             raise bad("steps", self.steps, "must be >= 0")
+        run_ps = self.steps * self.timestep * 1e-3
+        if self.equilibration_ps < 0 or (self.steps > 0 and self.equilibration_ps >= run_ps):
+            raise bad(
+                "equilibration",
+                self.equilibration_ps,
+                f"must be >= 0 ps and shorter than the run ({run_ps:g} ps)",
+            )
         if self.minimize_fmax is not None and not self.minimize_fmax > 0:
             raise bad("minimize", self.minimize_fmax, "must be > 0 eV/Å")
         if self.minimize_steps < 1:
@@ -208,18 +220,24 @@ def summarize(log: ThermoLog, s: MDSettings, n_atoms: int, steps_done: int, wall
     }
     if not log.rows:
         return out
-    temp = log.column("temperature_K")
+    # averages over the production part only; the NVE drift below uses every row
+    prod = log.column("time_fs") >= 1e3 * s.equilibration_ps
+    if not prod.any():
+        prod[:] = True
+    out["equilibration_ps"] = float(s.equilibration_ps)
+    out["n_thermo_rows_averaged"] = int(prod.sum())
+    temp = log.column("temperature_K")[prod]
     tb = block_average(temp)
     out.update(
         temperature_K_mean=_finite(tb.mean),
         temperature_K_sem=_finite(tb.sem),
-        epot_eV_mean=_finite(float(np.mean(log.column("epot_eV")))),
+        epot_eV_mean=_finite(float(np.mean(log.column("epot_eV")[prod]))),
     )
-    dens = log.column("density_g_cm3")
+    dens = log.column("density_g_cm3")[prod]
     if np.isfinite(dens).any():
         db = block_average(dens)
-        pb = block_average(log.column("pressure_bar"))
-        vol = log.column("volume_A3")
+        pb = block_average(log.column("pressure_bar")[prod])
+        vol = log.column("volume_A3")[prod]
         out.update(
             density_g_cm3_mean=_finite(db.mean),
             density_g_cm3_sem=_finite(db.sem),
