@@ -19,7 +19,8 @@ over the first picoseconds of NPT, and that transient is not the model's density
 Summary keys: steps, steps_requested, equilibration_ps, n_thermo_rows_averaged, steps_per_second, ns_per_day,
 temperature_K_mean/_sem, epot_eV_mean, pressure_bar_mean/_sem (periodic), density_g_cm3_mean/_sem and
 volume_A3_mean (periodic), isothermal_compressibility_per_bar (NPT, from volume fluctuations
-κ_T = ⟨δV²⟩/(k_B T ⟨V⟩)), energy_drift_eV_per_atom_per_ps (NVE: slope of E_tot/N vs time), n_frames, n_flagged, wall_time_s.
+κ_T = ⟨δV²⟩/(k_B T ⟨V⟩)), energy_drift_eV_per_atom_per_ps (NVE: slope of E_tot/N vs time), n_frames,
+n_flagged, wall_time_s.
 """
 
 from __future__ import annotations
