@@ -138,7 +138,8 @@ def test_align_one_epoch_moves_pressure_towards_target(npt_run, tmp_path):
     systems = tmp_path / "systems.yaml"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["isothermal_compressibility_per_bar"] > 0
-    systems.write_text(yaml.safe_dump({"systems": [{"name": "water", "md": str(run), "delta_p_bar": 500.0}]}))
+    two = [{"name": n, "md": str(run), "delta_p_bar": 500.0} for n in ("water", "water2")]
+    systems.write_text(yaml.safe_dump({"systems": two}))
     out = tmp_path / "align"
     rc = main(
         [
@@ -156,6 +157,8 @@ def test_align_one_epoch_moves_pressure_towards_target(npt_run, tmp_path):
             "--no-progress",
             "--npt-steps",
             "10",
+            "--jobs",
+            "2",
         ]
     )
     assert rc == 0
@@ -167,6 +170,10 @@ def test_align_one_epoch_moves_pressure_towards_target(npt_run, tmp_path):
     assert w["residual_before_bar"] == pytest.approx(-500.0)
     assert abs(w["residual_after_bar"]) < abs(w["residual_before_bar"])
     assert m["npt"]["water"]["density_after_g_cm3"] > 0
+    # the two identical systems re-ran in two processes (--jobs 2) and agree
+    assert m["npt"]["water2"]["density_after_g_cm3"] == pytest.approx(
+        m["npt"]["water"]["density_after_g_cm3"], rel=1e-9
+    )
     # the re-run uses the energy model of the run that set the target (dispersion tail or not)
     rerun = json.loads((out / "npt" / "water" / "summary.json").read_text())
     assert rerun["dispersion_tail"] is summary["dispersion_tail"] is True

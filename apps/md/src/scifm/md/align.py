@@ -356,17 +356,15 @@ def rerun_npt(
     steps: int,
     progress: bool,
     equilibration_ps: float = 0.0,
+    jobs: int = 1,
 ) -> dict[str, dict]:
     """NPT of each system from its last frame with the aligned model (the settings of the system's own NPT
-    run); density before/after. ``equilibration_ps`` is left out of the new averages."""
-    from .committee import make_member
-    from .md import MDSettings, run_md
-
-    res = {}
+    run); density before/after. ``equilibration_ps`` is left out of the new averages. ``jobs`` > 1 runs
+    that many systems at once, each in its own process (set OMP_NUM_THREADS=1 so they do not fight)."""
+    tasks = []
     for s in systems:
-        atoms = s["frames"][-1].copy()
         st = s["md_settings"] or {}
-        settings = MDSettings(
+        settings = dict(
             ensemble="npt",
             temperature=st.get("temperature", 300.0),
             pressure=st.get("pressure", 1.0),
@@ -378,14 +376,23 @@ def rerun_npt(
             barostat=st.get("barostat", "mtk"),
             tdamp=st.get("tdamp", 100.0),
             pdamp=st.get("pdamp", 1000.0),
-            progress=progress,
+            progress=progress and jobs <= 1,
         )
         # the same energy model as the NPT run that set the target (dispersion tail included or not)
         tail = bool(s.get("dispersion_tail", False))
-        calc = make_member(model_dir, dispersion="auto", dispersion_tail=tail)
-        summary = run_md(atoms, calc, settings, out / s["name"], meta={"dispersion_tail": tail})
+        tasks.append((str(model_dir), s["frames"][-1].copy(), settings, tail, str(out / s["name"])))
+    if jobs > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=mp.get_context("spawn")) as ex:
+            summaries = list(ex.map(_npt_task, tasks))
+    else:
+        summaries = [_npt_task(t) for t in tasks]
+    res = {}
+    for s, t, summary in zip(systems, tasks, summaries, strict=True):
         res[s["name"]] = {
-            "md_dir": str(out / s["name"]),
+            "md_dir": t[-1],
             "density_before_g_cm3": s["density_md"],
             "density_after_g_cm3": summary.get("density_g_cm3_mean"),
             "density_after_sem_g_cm3": summary.get("density_g_cm3_sem"),
@@ -393,6 +400,16 @@ def rerun_npt(
             "stopped": summary["stopped"],
         }
     return res
+
+
+def _npt_task(task) -> dict:
+    """One NPT re-run (a top-level function, so that worker processes can run it); returns its summary."""
+    from .committee import make_member
+    from .md import MDSettings, run_md
+
+    model_dir, atoms, settings, tail, out = task
+    calc = make_member(Path(model_dir), dispersion="auto", dispersion_tail=tail)
+    return run_md(atoms, calc, MDSettings(**settings), Path(out), meta={"dispersion_tail": tail})
 
 
 def _plot(path: Path, history: list[dict], names: list[str]) -> None:
@@ -423,6 +440,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="PS",
         help="ps of each NPT re-run left out of its density average",
     )
+    p.add_argument("--jobs", type=int, default=1, help="NPT re-runs at a time (one process each)")
     p.add_argument(
         "--rounds",
         type=int,
@@ -446,6 +464,8 @@ def run(args) -> int:
 
     if args.rounds < 1:
         raise ConfigError(f"--rounds {args.rounds}: must be >= 1")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: must be >= 1")
     if args.rounds > 1 and args.npt_steps <= 0:
         raise ConfigError("--rounds > 1 re-runs NPT after every round: give --npt-steps")
     systems = load_systems(args.systems, args.max_frames)
@@ -485,7 +505,13 @@ def run(args) -> int:
         )
         if args.npt_steps > 0:
             m["npt"] = rerun_npt(
-                rdir / "model", systems, rdir / "npt", args.npt_steps, args.progress, args.npt_equilibration
+                rdir / "model",
+                systems,
+                rdir / "npt",
+                args.npt_steps,
+                args.progress,
+                args.npt_equilibration,
+                jobs=args.jobs,
             )
             _write_json(rdir / "metrics.json", m)
         rounds.append(_round_record(k, systems, m, rules))
