@@ -3,28 +3,34 @@
 Stages (each skipped when its output exists, so the script resumes):
   1. boxes     `sci-fm build electrolyte` for each system (EC, DMC, PC, EC:DMC 1:1 + LiPF6 1.0 M).
   2. seed      clusters cut out of packmol boxes of several seeds (no force field yet), GFN2-xTB labelled.
-  3. train     BAMBOO × N_TEACHERS seeds on the clusters (`sci-fm train mlip --model bamboo`).
-  4. stability (started in the background right after the teachers) NVE in float64 and NVT of the
+  3. train     BAMBOO teacher 0 on the clusters (`sci-fm train mlip --model bamboo`, with the cluster
+               virial loss `--virial-weight`: the collective part of the forces that sets a liquid's
+               pressure, which a per-atom force loss weighs little).
+  3b. al       `al_rounds` rounds of active learning: NPT of every box with teacher 0, clusters cut from
+               the thermal frames it visits (packed boxes hold rigid templates only), GFN2-xTB labels,
+               teacher 0 retrained; then the other teachers on the final cluster set.
+  4. stability (started in the background right after the last teacher 0) NVE in float64 and NVT of the
                electrolyte box with teacher 0: energy drift and guards (issue 5, first acceptance line);
                the NVT run (Nosé–Hoover) is also the trajectory of the transport analysis.
   5. md        NPT of every box with the committee; frames whose force spread passes a threshold are
-               flagged (active-learning candidates); with `al_round`, clusters from the NPT frames are
-               labelled and added, and the teachers retrained.
+               flagged; these frames are the distillation data.
   6. distill   `sci-fm distill` (student = teacher 0) on the bulk NPT frames, alternating with clusters.
-  7. align     NPT with the student ("before"), `sci-fm align` on every system but the held-out solvent
-               (PC) with ΔP from ρ_MD, ρ_exp and κ_T, NPT re-runs with the aligned model ("after"),
-               including the held-out solvent.
+  7. align     NPT with the student ("before", from the end of the committee run, first
+               `npt_equilibration` ps left out), `sci-fm align --rounds` on every system but the held-out
+               solvent (PC): ΔP from ρ_MD, ρ_exp and κ_T, NPT re-run, the next ΔP from the secant through
+               the last two densities, until every density is within `align_tolerance`; then NPT of the
+               held-out solvent with the aligned model ("after").
   8. analyze   `sci-fm analyze`: densities of every NPT run, diffusion / conductivity (Nernst–Einstein and
                Einstein) / viscosity of the electrolyte from the NVT run; results -> OUT/results.json and
                densities.png.
 
 Presets (`--scale`): `tiny` runs every stage in minutes (a smoke test, not a result); `small` is sized for
-~2 hours on 2 CPU cores (`--jobs 2`): 32-solvent boxes (320–420 atoms), ~300 clusters of ≤ 60 atoms (radius
-3.5 Å, every molecule a candidate centre, ions included, atoms rattled by up to σ = 0.05 Å because packmol
-boxes hold rigid molecular templates only), 3 teachers of 32 features, 0.6 ps NPT runs, no
-active-learning round, 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the issue's scale
-(64-molecule boxes, 64-feature teachers, 100 epochs, one active-learning round, 10 ps NPT runs),
-~12–23 CPU-hours, 20–50× faster on a GPU (`--accelerator gpu --device cuda`).
+a few hours on 2 CPU cores (`--jobs 2`): 32-solvent boxes (320–420 atoms), 320 seed clusters of ≤ 60 atoms
+(radius 3.5 Å, every molecule a candidate centre, ions included, atoms rattled by up to σ = 0.05 Å) plus
+2 × 60 active-learning clusters per system, 3 teachers of 32 features (60 epochs), 12 ps NPT runs at 1 fs
+(4 ps equilibration), up to 3 alignment rounds, 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the
+issue's scale (64-molecule boxes, 64-feature teachers, 100 epochs, 40 ps NPT runs), many CPU-hours,
+20–50× faster on a GPU (`--accelerator gpu --device cuda`).
 Periodic Coulomb in MD uses an Ewald accuracy of 1e-4 in `small` (2× faster MD than 1e-6; the error is far
 below the model's) and the model default 1e-6 otherwise.
 
@@ -76,9 +82,16 @@ PRESETS = {
         model_cfg="{n_features: 16, n_heads: 4, n_layers: 2, n_rbf: 8}",
         committee_steps=40,
         npt_steps=40,
+        npt_timestep=0.5,
+        npt_equilibration=0.005,
         save_every=10,
         thermo_every=1,
-        al_round=True,
+        al_rounds=1,
+        al_steps=40,
+        al_clusters=6,
+        virial_weight=10.0,
+        align_rounds=2,
+        align_tolerance=0.0,
         distill_epochs=1,
         align_epochs=1,
         compare_steps=40,
@@ -96,15 +109,22 @@ PRESETS = {
         max_atoms=60,
         ion_centres_only=False,
         rattle=0.05,
-        epochs=40,
+        epochs=60,
         batch_size=4,
         max_time=600,
         model_cfg="{n_features: 32, n_heads: 8, n_layers: 2, n_rbf: 16, ewald_accuracy: 1.0e-4}",
-        committee_steps=400,
-        npt_steps=1200,
-        save_every=20,
+        committee_steps=2000,
+        npt_steps=12000,
+        npt_timestep=1.0,
+        npt_equilibration=4.0,
+        save_every=100,
         thermo_every=5,
-        al_round=False,
+        al_rounds=2,
+        al_steps=4000,
+        al_clusters=60,
+        virial_weight=10.0,
+        align_rounds=3,
+        align_tolerance=0.015,
         distill_epochs=8,
         align_epochs=4,
         compare_steps=500,
@@ -127,10 +147,17 @@ PRESETS = {
         max_time=600,
         model_cfg="{n_features: 64, n_heads: 16, n_layers: 2, n_rbf: 16}",
         committee_steps=20000,
-        npt_steps=20000,
+        npt_steps=40000,
+        npt_timestep=1.0,
+        npt_equilibration=10.0,
         save_every=200,
         thermo_every=10,
-        al_round=True,
+        al_rounds=2,
+        al_steps=20000,
+        al_clusters=200,
+        virial_weight=10.0,
+        align_rounds=4,
+        align_tolerance=0.01,
         distill_epochs=50,
         align_epochs=30,
         compare_steps=10000,
@@ -235,7 +262,7 @@ def sh_many(commands: list[list], jobs: int, logs: Path) -> None:
     while pending or running:
         while pending and len(running) < jobs:
             c = pending.pop(0)
-            log = logs / f"{int(time.time() * 1000)}_{c[0]}.log"
+            log = logs / f"{int(time.time() * 1000)}_{len(pending)}_{c[0]}.log"
             print("+ sci-fm", " ".join(map(str, c)), f"> {log}", flush=True)
             fh = open(log, "w")
             running.append(
@@ -282,6 +309,12 @@ class Background:
     def wait(self) -> None:
         while self.alive():
             time.sleep(10)
+
+
+def kappa_or_default(summary: dict, default: float = 7e-5) -> float:
+    """κ_T (1/bar) of an NPT run's volume fluctuations if within 1e-5..3e-4 (liquids), else ``default``."""
+    k = summary.get("isothermal_compressibility_per_bar")
+    return float(k) if k is not None and 1e-5 <= k <= 3e-4 else default
 
 
 def composition(comp: str, n: int) -> str:
@@ -411,6 +444,8 @@ def main() -> None:
                         "--batch-size",
                         P["batch_size"],
                         "--zbl",
+                        "--virial-weight",
+                        P["virial_weight"],
                         "--no-progress",
                     ]
                 )
@@ -418,7 +453,60 @@ def main() -> None:
         sh_many(cmds, fg_jobs(), logs)
         return runs
 
-    teacher0 = train(0, range(min(a.teachers, max(1, a.jobs))))[0]  # the long runs below need teacher 0 only
+    def npt(models, tag, names, steps, first=(), start=None):
+        """NPT (MTK, 1 atm) of each named system; ``start`` maps names to starting structures (default:
+        the packed box of seed 0); the first ``npt_equilibration`` ps are left out of the averages."""
+        dirs, cmds = {}, list(first)
+        for name, _c, _r, temp, _e in SYSTEMS:
+            if name not in names:
+                continue
+            d = out / f"npt_{tag}" / name
+            if not (d / "summary.json").exists():
+                structure = (start or {}).get(name, out / "boxes" / f"{name}_0.extxyz")
+                cmds.append(
+                    md_cmd(
+                        list(models),
+                        structure,
+                        "npt",
+                        temp,
+                        P["npt_timestep"],
+                        steps,
+                        d,
+                        a.device,
+                        *("--pressure", 1.01325, "--pdamp", 250),
+                        *("--save-every", P["save_every"], "--thermo-every", P["thermo_every"]),
+                        *("--equilibration", min(P["npt_equilibration"], 0.5e-3 * steps * P["npt_timestep"])),
+                        *(["--uncertainty-threshold", 0.5] if len(models) > 1 else []),
+                        tail=a.dispersion_tail,
+                    )
+                )
+            dirs[name] = d
+        sh_many(cmds, fg_jobs(), logs)
+        return dirs
+
+    all_names = [s[0] for s in SYSTEMS]
+    # 3b. active learning: NPT of every box with teacher 0, clusters cut from the frames it visits
+    # (thermal liquid configurations at the model's own density, which packed boxes never show), GFN2-xTB
+    # labels, teacher 0 retrained; the committee is trained once, on the last round's clusters.
+    al_files, results["active_learning"] = [], []
+    for r in range(P["al_rounds"]):
+        t0 = train(r, [0])[0]
+        runs = npt([t0], f"al_r{r}", all_names, P["al_steps"])
+        for name, d in runs.items():
+            cl = out / "clusters" / f"al_r{r}_{name}.extxyz"
+            if not cl.exists():
+                sh(*cut_cmd(P, d / "traj.extxyz", "LiPF6" in name, P["al_clusters"], cl, seed=100 + r))
+            al_files.append(cl)
+        results["active_learning"].append(
+            {
+                "round": r,
+                "densities": {n: summary(d).get("density_g_cm3_mean") for n, d in runs.items()},
+                "stop_reasons": {n: summary(d).get("stop_reason") for n, d in runs.items()},
+            }
+        )
+        results["n_clusters"] = merge(cluster_files + al_files)
+    final_round = P["al_rounds"]
+    teacher0 = train(final_round, [0])[0]  # the long runs below need teacher 0 only
 
     # 4. stability runs of the electrolyte box with teacher 0: NVT in the background, NVE in the queue below
     elyte_box = out / "boxes" / f"{ELECTROLYTE}_0.extxyz"
@@ -448,7 +536,7 @@ def main() -> None:
         proc = subprocess.Popen(_argv(cmd), env=ENV, stdout=log, stderr=subprocess.STDOUT)
         pid_file.write_text(str(proc.pid))
         background.append(Background(proc, proc.pid))
-    teachers = train(0)  # the rest of the committee, next to the NVT run
+    teachers = train(final_round)  # the rest of the committee, next to the NVT run
     results["teacher_metrics"] = [json.loads((r / "metrics.json").read_text()) for r in teachers]
     stability = []
     if not (nve_dir / "summary.json").exists():
@@ -468,46 +556,8 @@ def main() -> None:
             )
         )
 
-    # 5. committee NPT (frames for distillation, flagged candidates), optional active-learning round
-    def npt(models, tag, names, steps, first=()):
-        dirs, cmds = {}, list(first)
-        for name, _c, _r, temp, _e in SYSTEMS:
-            if name not in names:
-                continue
-            d = out / f"npt_{tag}" / name
-            if not (d / "summary.json").exists():
-                cmds.append(
-                    md_cmd(
-                        list(models),
-                        out / "boxes" / f"{name}_0.extxyz",
-                        "npt",
-                        temp,
-                        0.5,
-                        steps,
-                        d,
-                        a.device,
-                        *("--pressure", 1.01325, "--pdamp", 250),
-                        *("--save-every", P["save_every"], "--thermo-every", P["thermo_every"]),
-                        *(["--uncertainty-threshold", 0.5] if len(models) > 1 else []),
-                        tail=a.dispersion_tail,
-                    )
-                )
-            dirs[name] = d
-        sh_many(cmds, fg_jobs(), logs)
-        return dirs
-
-    all_names = [s[0] for s in SYSTEMS]
+    # 5. committee NPT (frames for distillation, flagged candidates)
     runs = npt(teachers, "committee", all_names, P["committee_steps"], first=stability)
-    if P["al_round"]:
-        new = []
-        for name, d in runs.items():
-            cl = out / "clusters" / f"md_{name}.extxyz"
-            if not cl.exists():
-                sh(*cut_cmd(P, d / "traj.extxyz", "LiPF6" in name, P["max_clusters"], cl))
-            new.append(cl)
-        results["n_clusters"] = merge(cluster_files + new)
-        teachers = train(1)
-        runs = npt(teachers, "committee_r1", all_names, P["committee_steps"])
     results["committee_npt"] = {
         n: {k: summary(d).get(k) for k in ("steps", "stop_reason", "n_flagged", "forces_std_max_eV_A_max")}
         for n, d in runs.items()
@@ -586,7 +636,8 @@ def main() -> None:
     }
 
     # 7. NPT with the student (before), alignment without the held-out solvent, NPT after
-    before = npt([distilled / "model"], "student", all_names, P["npt_steps"])
+    committee_end = {n: d / "traj.extxyz" for n, d in runs.items()}  # near the models' own density
+    before = npt([distilled / "model"], "student", all_names, P["npt_steps"], start=committee_end)
     import yaml
 
     systems_yaml = out / "systems.yaml"
@@ -594,12 +645,13 @@ def main() -> None:
         yaml.safe_dump(
             {
                 "systems": [
-                    # κ_T from 1-ps volume fluctuations is noise: a typical carbonate value, 1/bar
+                    # κ_T from the volume fluctuations of the "before" run when plausible for a liquid,
+                    # else a typical carbonate value (1/bar); only the first round uses it
                     {
                         "name": name,
                         "md": str(before[name].resolve()),
                         "density_exp": exp,
-                        "kappa_T_per_bar": 7e-5,
+                        "kappa_T_per_bar": kappa_or_default(summary(before[name])),
                     }
                     for name, *_x, exp in SYSTEMS
                     if name != HELD_OUT
@@ -621,12 +673,22 @@ def main() -> None:
             P["align_epochs"],
             "--npt-steps",
             P["npt_steps"],
+            "--npt-equilibration",
+            P["npt_equilibration"],
+            "--rounds",
+            P["align_rounds"],
+            "--tolerance",
+            P["align_tolerance"],
+            "--jobs",
+            max(1, a.jobs),
             "--out",
             aligned,
             "--no-progress",
         )
-    after = {n: aligned / "npt" / n for n in all_names if n != HELD_OUT}
-    after.update(npt([aligned / "model"], "aligned", [HELD_OUT], P["npt_steps"]))
+    results["alignment"] = json.loads((aligned / "metrics.json").read_text())
+    after = {n: Path(v["md_dir"]) for n, v in results["alignment"]["npt"].items()}
+    heldout_start = {HELD_OUT: before[HELD_OUT] / "traj.extxyz"}
+    after.update(npt([aligned / "model"], "aligned", [HELD_OUT], P["npt_steps"], start=heldout_start))
 
     # 8. densities, stability, transport
     for name, *_x, exp in SYSTEMS:

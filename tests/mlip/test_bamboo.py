@@ -235,6 +235,7 @@ def test_train_bamboo_cli(tmp_path, strip_charges):
     ]
     if not strip_charges:
         argv += ["--qeq-weight", "100"]  # the QEq-force regulariser (second-order autograd) trains too
+        argv += ["--virial-weight", "1"]  # and the cluster virial loss
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert main(argv) == 0
@@ -250,7 +251,8 @@ def test_train_bamboo_cli(tmp_path, strip_charges):
         assert 0.5 < w["charges"] < 1 and 10 < w["dipole"] < 20
         header = (out / "logs" / "metrics.csv").read_text().splitlines()[0]
         assert "val/charges_mae" in header and "val/dipole_mae" in header and "train/qeq_force_rms" in header
-        assert w["qeq"] == 100
+        assert "train/virial_mae" in header and "val/virial_mae" in header
+        assert w["qeq"] == 100 and w["virial"] == 1
     assert metrics["model"] == "bamboo"
     # the exported model runs in the calculator and predicts charges that sum to the molecule's charge
     from ase.build import molecule

@@ -119,3 +119,51 @@ def test_registry():
     m = build_model("painn", **PaiNN.tiny_config())
     with pytest.raises(ValueError, match="not in this model's element list"):
         m.species(torch.tensor([1, 26]))
+
+
+def test_cluster_virial_loss_weighs_finite_frames_only():
+    """The virial loss term: W = Σ (r_i - r̄) ⊗ F_i per graph, compared for finite clusters only (periodic
+    frames carry stress labels instead), MSE per component over the atom count."""
+    from scifm.mlip.train import MLIPTask, cluster_virial
+
+    rng = np.random.default_rng(3)
+
+    def graph(n, periodic):
+        pos = rng.uniform(0, 4, (n, 3))
+        kw = dict(cell=np.eye(3) * 6.0, pbc=[True] * 3) if periodic else {}
+        f = rng.normal(size=(n, 3))
+        return (
+            atomic_graph(rng.choice([1, 6, 8], n), pos, 3.0, energy=-10.0 * n, forces=f, dtype=DT, **kw),
+            pos,
+            f,
+        )
+
+    (g1, p1, f1), (g2, p2, f2), (g3, _, _) = graph(5, False), graph(7, False), graph(6, True)
+    batch = batch_graphs([g1, g2, g3])
+    w = cluster_virial(batch, batch.forces)
+    for k, (p, f) in enumerate(((p1, f1), (p2, f2))):
+        assert w[k].numpy() == pytest.approx((p - p.mean(0)).T @ f, abs=1e-10)
+    # forces that sum to zero: the virial does not depend on where the cluster sits
+    f0 = f1 - f1.mean(0)
+    shifted = batch_graphs([atomic_graph(g1.z.numpy(), p1 + 7.0, 3.0, forces=f0, dtype=DT)])
+    moved = batch_graphs([atomic_graph(g1.z.numpy(), p1, 3.0, forces=f0, dtype=DT)])
+    assert cluster_virial(shifted, shifted.forces) == pytest.approx(cluster_virial(moved, moved.forces))
+
+    pot = make_potential("painn").train()
+    periodic_only = batch_graphs([g3])
+    base = MLIPTask(pot, {"energy": 1.0, "forces": 1.0})
+    with_w = MLIPTask(pot, {"energy": 1.0, "forces": 1.0, "virial": 5.0})
+
+    def value(task, b):
+        return float(task.loss(b, "train")[0].detach())
+
+    assert value(with_w, periodic_only) == pytest.approx(value(base, periodic_only))
+    loss_v, logs = with_w.loss(batch, "train")
+    loss_v.backward()  # differentiable in the weights (second order through the forces)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pot.parameters())
+    out = pot(batch, forces=True)
+    dw = (cluster_virial(batch, out["forces"]) - cluster_virial(batch, batch.forces))[:2].detach()
+    n = batch.n_atoms[:2].to(DT)
+    expect = value(base, batch) + 5.0 * float(((dw**2).mean(dim=(1, 2)) / n).mean())
+    assert float(loss_v.detach()) == pytest.approx(expect, rel=1e-8)
+    assert float(logs["virial_mae"]) == pytest.approx(float(dw.abs().mean()), rel=1e-8)

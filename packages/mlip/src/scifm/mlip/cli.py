@@ -53,6 +53,14 @@ def _train_args(p: argparse.ArgumentParser) -> None:
             "charge-predicting models (see scifm.mlip.train.bamboo_loss_weights), else 0",
         )
     p.add_argument(
+        "--virial-weight",
+        type=float,
+        default=0.0,
+        help="loss weight of the virial Σ (r_i - r̄) ⊗ F_i of non-periodic frames (clusters), per atom, "
+        "eV²: the collective part of the forces that sets a liquid's pressure (BAMBOO's cluster loss; "
+        "periodic frames use --stress-weight)",
+    )
+    p.add_argument(
         "--qeq-weight",
         type=float,
         default=0.0,

@@ -37,7 +37,8 @@ def bamboo_loss_weights(forces_weight: float = 10.0) -> dict[str, float]:
 
 
 class MLIPTask(Task):
-    """Loss = Σ_k w_k · MSE_k with per-atom energies; logs MAEs in eV and eV/Å."""
+    """Loss = Σ_k w_k · MSE_k with per-atom energies; logs MAEs in eV and eV/Å. ``virial``: the centroid
+    virial of non-periodic frames (``cluster_virial``), MSE per component divided by the atom count."""
 
     grad_in_eval = True  # forces = -dE/dx need autograd in validation and test too
 
@@ -51,7 +52,8 @@ class MLIPTask(Task):
     def loss(self, batch, stage: str):
         w = self.weights
         want_stress = "stress" in w and "stress" in batch
-        out = self.model(batch, forces="forces" in w or stage != "train", stress=want_stress)
+        need_forces = "forces" in w or "virial" in w or stage != "train"
+        out = self.model(batch, forces=need_forces, stress=want_stress)
         n = batch.n_atoms.to(out["energy"].dtype)
         de = (out["energy"] - batch.energy) / n
         total = w.get("energy", 0.0) * (de**2).mean()
@@ -60,6 +62,12 @@ class MLIPTask(Task):
             df = out["forces"] - batch.forces
             total = total + w.get("forces", 0.0) * (df**2).mean()
             logs["forces_mae"] = df.abs().mean().detach()
+        if "virial" in w and "forces" in out:
+            finite = ~batch.pbc.reshape(-1, 3).any(dim=-1)
+            if bool(finite.any()):
+                dw = (cluster_virial(batch, out["forces"]) - cluster_virial(batch, batch.forces))[finite]
+                total = total + w["virial"] * ((dw**2).mean(dim=(1, 2)) / n[finite]).mean()
+                logs["virial_mae"] = dw.abs().mean().detach()
         if want_stress:
             ds = out["stress"] - batch.stress
             total = total + w["stress"] * (ds**2).mean()
@@ -80,6 +88,18 @@ class MLIPTask(Task):
             total = total + w["qeq"] * (fq**2).sum(dim=-1).mean()
             logs["qeq_force_rms"] = (fq**2).sum(dim=-1).mean().sqrt().detach()
         return total, logs
+
+
+def cluster_virial(batch, forces: torch.Tensor) -> torch.Tensor:
+    """Virial of each graph about its centroid, W = Σ_i (r_i - r̄) ⊗ F_i [B,3,3] (eV). For a finite cluster
+    it carries the collective (intermolecular, pressure-like) part of the forces that a per-atom force loss
+    weighs little; BAMBOO trains on it (0.1·MSE_W next to 1.0·MSE_F in kcal/mol units)."""
+    from scifm.core.nn import scatter_mean, scatter_sum
+
+    b = batch.batch
+    n_graphs = int(batch.num_graphs)
+    rel = batch.pos - scatter_mean(batch.pos, b, dim=0, dim_size=n_graphs)[b]
+    return scatter_sum(rel.unsqueeze(-1) * forces.unsqueeze(-2), b, dim=0, dim_size=n_graphs)
 
 
 def predict(potential, loader) -> dict[str, np.ndarray]:
@@ -121,6 +141,8 @@ def _loss_weights(args, labels: set[str], model=None) -> dict[str, float]:
         value = getattr(args, f"{k}_weight", None)
         weights[k] = float(defaults.get(k, 0.0) if value is None else value)
     weights["qeq"] = float(getattr(args, "qeq_weight", None) or 0.0)
+    # the finite-cluster virial comes from the force labels: available whenever forces are
+    weights["virial"] = float(getattr(args, "virial_weight", None) or 0.0) if "forces" in labels else 0.0
     for k in ("charges", "dipole", "qeq"):
         if weights[k] > 0 and not predicts_charges:
             warnings.warn(f"model '{args.model}' predicts no charges: {k} loss switched off", stacklevel=2)
