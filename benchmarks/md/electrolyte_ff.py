@@ -94,6 +94,7 @@ PRESETS = {
         align_tolerance=0.0,
         distill_epochs=1,
         align_epochs=1,
+        align_lr=1e-4,
         compare_steps=40,
         long_timestep=0.5,
         nve_steps=40,
@@ -113,7 +114,7 @@ PRESETS = {
         batch_size=4,
         max_time=600,
         model_cfg="{n_features: 32, n_heads: 8, n_layers: 2, n_rbf: 16, ewald_accuracy: 1.0e-4}",
-        committee_steps=2000,
+        committee_steps=3000,
         npt_steps=12000,
         npt_timestep=1.0,
         npt_equilibration=4.0,
@@ -126,7 +127,8 @@ PRESETS = {
         align_rounds=3,
         align_tolerance=0.015,
         distill_epochs=8,
-        align_epochs=4,
+        align_epochs=6,
+        align_lr=1e-4,
         compare_steps=500,
         long_timestep=1.0,
         nve_steps=10000,
@@ -160,6 +162,7 @@ PRESETS = {
         align_tolerance=0.01,
         distill_epochs=50,
         align_epochs=30,
+        align_lr=1e-4,
         compare_steps=10000,
         long_timestep=0.5,
         nve_steps=20000,
@@ -453,9 +456,12 @@ def main() -> None:
         sh_many(cmds, fg_jobs(), logs)
         return runs
 
-    def npt(models, tag, names, steps, first=(), start=None):
-        """NPT (MTK, 1 atm) of each named system; ``start`` maps names to starting structures (default:
-        the packed box of seed 0); the first ``npt_equilibration`` ps are left out of the averages."""
+    def npt(models, tag, names, steps, first=(), start=None, barostat="mtk"):
+        """NPT (1 atm) of each named system; ``start`` maps names to starting structures (default: the
+        packed box of seed 0); the first ``npt_equilibration`` ps are left out of the averages.
+        ``barostat="berendsen"`` for runs that start from a packed box: after FIRE such a box still sits at
+        +15 kbar, and an MTK barostat (a box with momentum) overshoots into a gas within a picosecond; the
+        densities are measured with MTK from the end of a Berendsen run."""
         dirs, cmds = {}, list(first)
         for name, _c, _r, temp, _e in SYSTEMS:
             if name not in names:
@@ -473,7 +479,8 @@ def main() -> None:
                         steps,
                         d,
                         a.device,
-                        *("--pressure", 1.01325, "--pdamp", 250),
+                        *("--pressure", 1.01325, "--barostat", barostat),
+                        *("--pdamp", 250 if barostat == "mtk" else 500),
                         *("--save-every", P["save_every"], "--thermo-every", P["thermo_every"]),
                         *("--equilibration", min(P["npt_equilibration"], 0.5e-3 * steps * P["npt_timestep"])),
                         *(["--uncertainty-threshold", 0.5] if len(models) > 1 else []),
@@ -491,7 +498,7 @@ def main() -> None:
     al_files, results["active_learning"] = [], []
     for r in range(P["al_rounds"]):
         t0 = train(r, [0])[0]
-        runs = npt([t0], f"al_r{r}", all_names, P["al_steps"])
+        runs = npt([t0], f"al_r{r}", all_names, P["al_steps"], barostat="berendsen")
         for name, d in runs.items():
             cl = out / "clusters" / f"al_r{r}_{name}.extxyz"
             if not cl.exists():
@@ -557,7 +564,7 @@ def main() -> None:
         )
 
     # 5. committee NPT (frames for distillation, flagged candidates)
-    runs = npt(teachers, "committee", all_names, P["committee_steps"], first=stability)
+    runs = npt(teachers, "committee", all_names, P["committee_steps"], first=stability, barostat="berendsen")
     results["committee_npt"] = {
         n: {k: summary(d).get(k) for k in ("steps", "stop_reason", "n_flagged", "forces_std_max_eV_A_max")}
         for n, d in runs.items()
@@ -671,6 +678,8 @@ def main() -> None:
             train_file,
             "--epochs",
             P["align_epochs"],
+            "--lr",
+            P["align_lr"],
             "--npt-steps",
             P["npt_steps"],
             "--npt-equilibration",
