@@ -27,7 +27,8 @@ Stages (each skipped when its output exists, so the script resumes):
 Presets (`--scale`): `tiny` runs every stage in minutes (a smoke test, not a result); `small` is sized for
 a few hours on 2 CPU cores (`--jobs 2`): 32-solvent boxes (320–420 atoms), 320 seed clusters of ≤ 60 atoms
 (radius 3.5 Å, every molecule a candidate centre, ions included, atoms rattled by up to σ = 0.05 Å) plus
-2 × 60 active-learning clusters per system, 3 teachers of 32 features (60 epochs), 12 ps NPT runs at 1 fs
+2 × 60 active-learning clusters per system, 3 teachers of 32 features (60 epochs), 30 distillation epochs, 3 ps NVE runs comparing
+student and teachers, 12 ps NPT runs at 1 fs
 (4 ps equilibration), up to 3 alignment rounds, 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the
 issue's scale (64-molecule boxes, 64-feature teachers, 100 epochs, 40 ps NPT runs), many CPU-hours,
 20–50× faster on a GPU (`--accelerator gpu --device cuda`).
@@ -126,10 +127,10 @@ PRESETS = {
         virial_weight=10.0,
         align_rounds=3,
         align_tolerance=0.015,
-        distill_epochs=8,
+        distill_epochs=30,
         align_epochs=6,
         align_lr=1e-4,
-        compare_steps=500,
+        compare_steps=3000,
         long_timestep=1.0,
         nve_steps=10000,
         nvt_steps=50000,
@@ -784,6 +785,30 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
             }
         )
     g = {"unit": "g/cm³"}
+    alignment = results.get("alignment") or {}
+    density_common = dict(common)
+    density_common["config"] = {
+        **common["config"],
+        # per round and aligned system: ΔP asked (bar), how it was chosen, residual, NPT density after
+        "alignment_rounds": [
+            {
+                name: {
+                    k: v.get(k)
+                    for k in (
+                        "delta_p_target_bar",
+                        "rule",
+                        "residual_after_bar",
+                        "density_md_g_cm3",
+                        "density_after_g_cm3",
+                        "density_after_sem_g_cm3",
+                    )
+                }
+                for name, v in r["systems"].items()
+            }
+            for r in alignment.get("rounds", [])
+        ],
+        "active_learning": results.get("active_learning"),
+    }
     write_record(
         dest / f"electrolyte-density-{scale}-{stamp}.json",
         suite="md",
@@ -798,7 +823,7 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
             "abs_error_before": {"better": "lower", "label": "|Δρ| before", **g},
             "abs_error_after": {"better": "lower", "label": "|Δρ| after", **g},
         },
-        **common,
+        **density_common,
     )
     rows = []
     nvt = dict(results["nvt"])
