@@ -27,9 +27,9 @@ Stages (each skipped when its output exists, so the script resumes):
 Presets (`--scale`): `tiny` runs every stage in minutes (a smoke test, not a result); `small` is sized for
 a few hours on 2 CPU cores (`--jobs 2`): 32-solvent boxes (320–420 atoms), 320 seed clusters of ≤ 60 atoms
 (radius 3.5 Å, every molecule a candidate centre, ions included, atoms rattled by up to σ = 0.05 Å) plus
-2 × 60 active-learning clusters per system, 3 teachers of 32 features (60 epochs), 30 distillation epochs, 3 ps NVE runs comparing
-student and teachers, 12 ps NPT runs at 1 fs
-(4 ps equilibration), up to 3 alignment rounds, 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the
+2 × 60 active-learning clusters per system, 3 teachers of 32 features (60 epochs), 30 distillation
+epochs, 3 ps NVE runs comparing student and teachers, 12 ps NPT runs at 1 fs (4 ps equilibration), up to
+3 alignment rounds, 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the
 issue's scale (64-molecule boxes, 64-feature teachers, 100 epochs, 40 ps NPT runs), many CPU-hours,
 20–50× faster on a GPU (`--accelerator gpu --device cuda`).
 Periodic Coulomb in MD uses an Ewald accuracy of 1e-4 in `small` (2× faster MD than 1e-6; the error is far
