@@ -691,6 +691,7 @@ def main() -> None:
             P["align_tolerance"],
             "--jobs",
             max(1, a.jobs),
+            "--resume",  # an interrupted benchmark keeps its finished rounds
             "--out",
             aligned,
             "--no-progress",

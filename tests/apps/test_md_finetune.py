@@ -66,6 +66,24 @@ def test_next_round_delta_p_secant_with_fallbacks():
     assert next_delta_p(1.10, 0.98, 1e-4, prev, sem=0.005)[1] == "kappa_T"
 
 
+def test_next_round_delta_p_hermite_uses_both_compressibilities():
+    # ln ρ linear in the shift (κ_T = 1e-4 at both ends): the Hermite curve is that line, exactly
+    k, rho1 = 1e-4, float(np.exp(0.1))  # -1000 bar moved 1.0 -> e^0.1
+    prev = {"density": 1.0, "delta_p_bar": -1000.0, "kappa_T_per_bar": k}
+    dp, rule = next_delta_p(float(np.exp(0.04)), rho1, k, prev, sem=0.0, kappa_now=k)
+    assert rule == "hermite" and dp == pytest.approx(600.0, abs=1e-6)  # back to the shift -400 bar
+    # a stretched liquid (soft, κ 5.8e-4) pulled far past its target (stiff, κ 4.7e-5): the crossing lies
+    # nearer the soft end than the straight secant puts it, and short of where the stiff end's κ_T points
+    prev = {"density": 0.869, "delta_p_bar": -3942.0, "kappa_T_per_bar": 5.8e-4}
+    secant = (1.32 - 1.713) / ((1.713 - 0.869) / -3942.0)
+    newton = float(np.log(1.713 / 1.32) / 4.7e-5)
+    dp, rule = next_delta_p(1.32, 1.713, 7e-5, prev, sem=0.016, kappa_now=4.7e-5)
+    assert rule == "hermite" and secant < dp < min(newton, 3 * 3942.0)
+    # not bracketed, or a κ_T missing: the secant
+    assert next_delta_p(1.9, 1.713, 7e-5, prev, sem=0.016, kappa_now=4.7e-5)[1] == "secant"
+    assert next_delta_p(1.32, 1.713, 7e-5, prev, sem=0.016)[1] == "secant"
+
+
 def _readout_only(changed):
     assert changed and all(k.startswith("model.energy_mlp.") for k in changed), changed
 
@@ -196,8 +214,16 @@ def test_align_rounds_take_the_next_target_from_the_new_density(npt_run, tmp_pat
     # round 2 starts from round 1's NPT re-run: its density and frames
     assert r2["density_md_g_cm3"] == pytest.approx(r1["density_after_g_cm3"])
     achieved = r1["delta_p_target_bar"] + r1["residual_after_bar"]  # the shift round 1 reached
-    prev = {"density": r1["density_md_g_cm3"], "delta_p_bar": achieved}
-    expect = next_delta_p(1.2, r1["density_after_g_cm3"], 1e-4, prev, r1["density_after_sem_g_cm3"])
+    kappa0 = json.loads((run / "summary.json").read_text())["isothermal_compressibility_per_bar"]
+    prev = {"density": r1["density_md_g_cm3"], "delta_p_bar": achieved, "kappa_T_per_bar": kappa0}
+    expect = next_delta_p(
+        1.2,
+        r1["density_after_g_cm3"],
+        1e-4,
+        prev,
+        r1["density_after_sem_g_cm3"],
+        kappa_now=r1["kappa_T_after_per_bar"],
+    )
     assert (r2["delta_p_target_bar"], r2["rule"]) == (pytest.approx(expect[0]), expect[1])
     rerun = json.loads((out / "round2" / "npt" / "water" / "summary.json").read_text())
     assert rerun["equilibration_ps"] == 0.002
@@ -207,6 +233,25 @@ def test_align_rounds_take_the_next_target_from_the_new_density(npt_run, tmp_pat
     assert changed_keys(load_potential(out / "round2" / "model").state_dict(), final) == []
     _readout_only(m["changed_parameters"])
     assert "round 2 water: ΔP target" in capsys.readouterr().out
+    # --resume after an interruption in round 2's NPT: round 1 is read back, round 2's model is reused and
+    # only its NPT re-run repeated; the outcome is the same
+    r1_npt = out / "round1" / "npt" / "water" / "summary.json"
+    stamp = r1_npt.stat().st_mtime_ns
+    for f in (out / "metrics.json", out / "round2" / "npt" / "water" / "summary.json"):
+        f.unlink()
+    m2 = json.loads((out / "round2" / "metrics.json").read_text())
+    m2.pop("npt")
+    (out / "round2" / "metrics.json").write_text(json.dumps(m2))
+    assert main([*args, "--rounds", "2", "--resume", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "round 1: reusing" in printed and "round 2: reusing" in printed
+    assert r1_npt.stat().st_mtime_ns == stamp
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["resumed_rounds"] == [1, 2]
+    assert again["rounds"][1]["systems"]["water"]["delta_p_target_bar"] == pytest.approx(
+        r2["delta_p_target_bar"]
+    )
+    assert (out / "round2" / "npt" / "water" / "summary.json").is_file()
     # refusals before any work: rounds without NPT re-runs, rounds without an experimental density
     assert main([*args[:9], "--rounds", "2", "--out", str(tmp_path / "x")]) == 2
     assert "--rounds > 1 re-runs NPT" in capsys.readouterr().err

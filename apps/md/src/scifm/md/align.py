@@ -149,6 +149,7 @@ def load_systems(path: str | Path, max_frames: int = 30) -> list[dict]:
                 "kappa_T_per_bar": s.get(
                     "kappa_T_per_bar", summary.get("isothermal_compressibility_per_bar")
                 ),
+                "kappa_T_measured": summary.get("isothermal_compressibility_per_bar"),
                 "md_dir": md,
                 "md_settings": summary.get("settings", {}),
                 "dispersion_tail": bool(summary.get("dispersion_tail", False)),
@@ -181,25 +182,70 @@ def next_delta_p(
     previous: dict | None = None,
     sem: float | None = None,
     max_growth: float = 3.0,
+    kappa_now: float | None = None,
 ) -> tuple[float, str]:
     """ΔP (bar) for the next alignment round of one system and the rule that gave it.
 
     ``previous``: ``{"density": ρ before the last round, "delta_p_bar": the NN pressure shift that round
-    achieved on its frames}``. When the last round moved the density by more than twice its SEM and in the
-    direction a pressure shift should (dρ/dΔP < 0), the secant through the two NPT densities is used:
-    ΔP = (ρ_exp − ρ) / (dρ/dΔP), at most ``max_growth`` times the last shift. Otherwise (the first round,
-    or a move lost in the noise) the linear-response formula ΔP = (ρ − ρ_exp)/(ρ κ_T)."""
+    achieved on its frames, optionally "kappa_T_per_bar": κ_T measured at that density}``; ``kappa_now``: κ_T
+    measured in the NPT run that gave ``rho``. When the last round moved the density by more than twice its
+    SEM and in the direction a pressure shift should (dρ/dΔP < 0):
+
+    - if the two densities bracket ρ_exp and both κ_T are known: ln ρ as a monotone cubic Hermite curve of
+      the shift through both points with slopes -κ_T at each (Fritsch-Carlson limited), solved for ρ_exp
+      ("hermite"). A liquid far below its density is much softer than near it, so the straight secant
+      misplaces the crossing; the measured compressibilities give the curvature;
+    - otherwise the secant through the two densities, ΔP = (ρ_exp - ρ)/(dρ/dΔP) ("secant").
+
+    Either is capped at ``max_growth`` times the last shift. Without a usable last round (the first round,
+    or a move lost in the noise) the linear-response formula ΔP = (ρ - ρ_exp)/(ρ κ_T) ("kappa_T")."""
     if previous is not None and previous.get("delta_p_bar"):
-        moved = rho - float(previous["density"])
-        noise = 2.0 * float(sem or 0.0)
-        slope = moved / float(previous["delta_p_bar"])
-        if abs(moved) > noise and slope < 0:
+        h = float(previous["delta_p_bar"])
+        rho0 = float(previous["density"])
+        moved = rho - rho0
+        slope = moved / h
+        if abs(moved) > 2.0 * float(sem or 0.0) and slope < 0:
+            cap = max_growth * abs(h)
+            k0, k1 = previous.get("kappa_T_per_bar"), kappa_now
+            between = min(rho0, rho) < rho_exp < max(rho0, rho)
+            if between and k0 is not None and k1 is not None and float(k0) > 0 and float(k1) > 0:
+                s = h * _hermite_crossing(
+                    np.log(rho0), np.log(rho), -float(k0) * h, -float(k1) * h, np.log(rho_exp)
+                )
+                return float(np.clip(s - h, -cap, cap)), "hermite"
             dp = (rho_exp - rho) / slope
-            cap = max_growth * abs(float(previous["delta_p_bar"]))
             return float(np.clip(dp, -cap, cap)), "secant"
     if kappa_T_per_bar is None:
         raise ConfigError("no κ_T for the linear-response ΔP: give kappa_T_per_bar")
     return delta_p_bar(rho, rho_exp, float(kappa_T_per_bar)), "kappa_T"
+
+
+def _hermite_crossing(u0: float, u1: float, m0: float, m1: float, target: float) -> float:
+    """t in [0, 1] where the cubic Hermite u(t) (u(0)=u0, u(1)=u1, u'(0)=m0, u'(1)=m1) equals ``target``
+    (between u0 and u1). Slopes of the wrong sign are set to 0 and the pair is scaled into the
+    Fritsch-Carlson circle α²+β² ≤ 9, so u(t) is monotone and the crossing unique (bisection)."""
+    du = u1 - u0
+    a, b = max(m0 / du, 0.0), max(m1 / du, 0.0)
+    r = np.hypot(a, b)
+    if r > 3.0:
+        a, b = 3.0 * a / r, 3.0 * b / r
+
+    def u(t):
+        return (
+            (2 * t**3 - 3 * t**2 + 1) * u0
+            + (t**3 - 2 * t**2 + t) * a * du
+            + (-2 * t**3 + 3 * t**2) * u1
+            + (t**3 - t**2) * b * du
+        )
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if (u(mid) - target) * du < 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
 
 def align(
@@ -359,10 +405,12 @@ def rerun_npt(
     progress: bool,
     equilibration_ps: float = 0.0,
     jobs: int = 1,
+    resume: bool = False,
 ) -> dict[str, dict]:
     """NPT of each system from its last frame with the aligned model (the settings of the system's own NPT
     run); density before/after. ``equilibration_ps`` is left out of the new averages. ``jobs`` > 1 runs
-    that many systems at once, each in its own process (set OMP_NUM_THREADS=1 so they do not fight)."""
+    that many systems at once, each in its own process (set OMP_NUM_THREADS=1 so they do not fight),
+    largest first. ``resume``: a system whose OUT/name/summary.json exists is read, not re-run."""
     tasks = []
     for s in systems:
         st = s["md_settings"] or {}
@@ -383,14 +431,24 @@ def rerun_npt(
         # the same energy model as the NPT run that set the target (dispersion tail included or not)
         tail = bool(s.get("dispersion_tail", False))
         tasks.append((str(model_dir), s["frames"][-1].copy(), settings, tail, str(out / s["name"])))
-    if jobs > 1 and len(tasks) > 1:
+    summaries: list[dict | None] = [None] * len(tasks)
+    if resume:  # a finished run of an earlier, interrupted call (run_md writes summary.json last)
+        for i, t in enumerate(tasks):
+            done = Path(t[-1]) / "summary.json"
+            if done.is_file():
+                summaries[i] = json.loads(done.read_text())
+    todo = [i for i in range(len(tasks)) if summaries[i] is None]
+    todo.sort(key=lambda i: -len(tasks[i][1]))  # largest first: the pool's last job is a short one
+    if jobs > 1 and len(todo) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=mp.get_context("spawn")) as ex:
-            summaries = list(ex.map(_npt_task, tasks))
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as ex:
+            for i, summary in zip(todo, ex.map(_npt_task, [tasks[i] for i in todo]), strict=True):
+                summaries[i] = summary
     else:
-        summaries = [_npt_task(t) for t in tasks]
+        for i in todo:
+            summaries[i] = _npt_task(tasks[i])
     res = {}
     for s, t, summary in zip(systems, tasks, summaries, strict=True):
         res[s["name"]] = {
@@ -399,6 +457,7 @@ def rerun_npt(
             "density_after_g_cm3": summary.get("density_g_cm3_mean"),
             "density_after_sem_g_cm3": summary.get("density_g_cm3_sem"),
             "density_exp_g_cm3": s["density_exp"],
+            "kappa_T_after_per_bar": summary.get("isothermal_compressibility_per_bar"),
             "stopped": summary["stopped"],
         }
     return res
@@ -456,6 +515,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=0.01,
         help="g/cm³: stop the rounds when every system's NPT density is this close to experiment",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the rounds an interrupted call with the same arguments left in OUT (trained models, "
+        "finished NPT re-runs)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/align")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -489,23 +554,28 @@ def run(args) -> int:
         "virial": args.virial_anchor,
     }
     out = Path(args.out)
-    model, first, rounds = args.model, systems, []
+    model, first, rounds, resumed = args.model, systems, [], []
     rules = {s["name"]: s["delta_p_rule"] for s in systems}
     for k in range(1, args.rounds + 1):
         rdir = out if args.rounds == 1 else out / f"round{k}"
-        m = align(
-            model,
-            systems,
-            rdir,
-            epochs=args.epochs,
-            lr=args.lr,
-            gamma=args.gamma,
-            weights=weights,
-            cluster_frames=clusters,
-            seed=args.seed,
-            progress=args.progress,
-        )
-        if args.npt_steps > 0:
+        m = _finished_round(rdir, systems) if args.resume else None
+        if m is None:
+            m = align(
+                model,
+                systems,
+                rdir,
+                epochs=args.epochs,
+                lr=args.lr,
+                gamma=args.gamma,
+                weights=weights,
+                cluster_frames=clusters,
+                seed=args.seed,
+                progress=args.progress,
+            )
+        else:
+            print(f"round {k}: reusing the trained model in {rdir}")
+            resumed.append(k)
+        if args.npt_steps > 0 and "npt" not in m:
             m["npt"] = rerun_npt(
                 rdir / "model",
                 systems,
@@ -514,6 +584,7 @@ def run(args) -> int:
                 args.progress,
                 args.npt_equilibration,
                 jobs=args.jobs,
+                resume=args.resume,
             )
             _write_json(rdir / "metrics.json", m)
         rounds.append(_round_record(k, systems, m, rules))
@@ -532,8 +603,22 @@ def run(args) -> int:
             break
         if k < args.rounds:
             systems, rules = _next_round(systems, m, args.max_frames)
-    _finish_rounds(out, args.model, model, first, rounds, args.tolerance)
+    _finish_rounds(out, args.model, model, first, rounds, args.tolerance, resumed)
     return 0
+
+
+def _finished_round(rdir: Path, systems: list[dict]) -> dict | None:
+    """The metrics of a round an earlier call already trained (``--resume``): its model and metrics.json
+    exist and name the same systems; None otherwise (the round is trained again)."""
+    mj = rdir / "metrics.json"
+    if not ((rdir / "model" / "model.json").is_file() and mj.is_file()):
+        return None
+    m = json.loads(mj.read_text())
+    if set(m.get("systems", {})) != {s["name"] for s in systems}:
+        return None
+    if "npt" in m and set(m["npt"]) != {s["name"] for s in systems}:
+        m.pop("npt")
+    return m
 
 
 def _round_record(k: int, systems: list[dict], m: dict, rules: dict[str, str]) -> dict:
@@ -545,6 +630,7 @@ def _round_record(k: int, systems: list[dict], m: dict, rules: dict[str, str]) -
             v.update(
                 density_after_g_cm3=npt["density_after_g_cm3"],
                 density_after_sem_g_cm3=npt["density_after_sem_g_cm3"],
+                kappa_T_after_per_bar=npt.get("kappa_T_after_per_bar"),
                 md_dir=npt["md_dir"],
                 stopped=npt["stopped"],
             )
@@ -569,8 +655,13 @@ def _next_round(systems: list[dict], m: dict, max_frames: int) -> tuple[list[dic
             s.get("kappa_T_per_bar"),
             previous=None
             if s["density_md"] is None
-            else {"density": s["density_md"], "delta_p_bar": achieved},
+            else {
+                "density": s["density_md"],
+                "delta_p_bar": achieved,
+                "kappa_T_per_bar": s.get("kappa_T_measured"),
+            },
             sem=npt["density_after_sem_g_cm3"],
+            kappa_now=npt.get("kappa_T_after_per_bar"),
         )
         md = Path(npt["md_dir"])
         frames = alignment_frames(
@@ -583,13 +674,22 @@ def _next_round(systems: list[dict], m: dict, max_frames: int) -> tuple[list[dic
                 "mol": molecule_ids(frames[0]),
                 "delta_p_bar": dp,
                 "density_md": float(npt["density_after_g_cm3"]),
+                "kappa_T_measured": npt.get("kappa_T_after_per_bar"),
             }
         )
         rules[s["name"]] = rule
     return new, rules
 
 
-def _finish_rounds(out: Path, original, final: Path, systems: list[dict], rounds: list[dict], tol: float):
+def _finish_rounds(
+    out: Path,
+    original,
+    final: Path,
+    systems: list[dict],
+    rounds: list[dict],
+    tol: float,
+    resumed: list[int] | None = None,
+):
     """OUT/model = the last round's model; OUT/metrics.json: every round, and first vs final density."""
     import shutil
 
@@ -617,6 +717,7 @@ def _finish_rounds(out: Path, original, final: Path, systems: list[dict], rounds
         "n_rounds": len(rounds),
         "tolerance_g_cm3": tol,
         "converged": all(abs(v["error_after_g_cm3"]) <= tol for v in last.values()),
+        "resumed_rounds": resumed or [],
         "rounds": rounds,
         "npt": npt,
         "changed_parameters": changed_keys(before, load_potential(out / "model").state_dict()),
