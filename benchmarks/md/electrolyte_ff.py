@@ -17,9 +17,10 @@ Stages (each skipped when its output exists, so the script resumes):
   6. distill   `sci-fm distill` (student = teacher 0) on the bulk NPT frames, alternating with clusters.
   7. align     NPT with the student ("before", from the end of the committee run, first
                `npt_equilibration` ps left out), `sci-fm align --rounds` on every system but the held-out
-               solvent (PC): ΔP from ρ_MD, ρ_exp and κ_T, NPT re-run, the next ΔP from the secant through
-               the last two densities, until every density is within `align_tolerance`; then NPT of the
-               held-out solvent with the aligned model ("after").
+               solvent (PC): ΔP from ρ_MD, ρ_exp and κ_T, NPT re-run, the next ΔP from the last two densities
+               (Hermite curve with their κ_T when they bracket ρ_exp, else the secant), until every density
+               is within `align_tolerance` (`--resume` keeps finished rounds); then NPT of the held-out
+               solvent with the aligned model ("after").
   8. analyze   `sci-fm analyze`: densities of every NPT run, diffusion / conductivity (Nernst–Einstein and
                Einstein) / viscosity of the electrolyte from the NVT run; results -> OUT/results.json and
                densities.png.

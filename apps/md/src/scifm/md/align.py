@@ -506,8 +506,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--rounds",
         type=int,
         default=1,
-        help="align, re-run NPT, take the next ΔP from the new density (secant through the last two), "
-        "at most this many times (needs --npt-steps and density_exp)",
+        help="align, re-run NPT, take the next ΔP from the new density (Hermite curve through the last "
+        "two with their κ_T, or the secant), at most this many times (needs --npt-steps and density_exp)",
     )
     p.add_argument(
         "--tolerance",
