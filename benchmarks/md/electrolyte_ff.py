@@ -14,7 +14,9 @@ Stages (each skipped when its output exists, so the script resumes):
                the NVT run (Nosé–Hoover) is also the trajectory of the transport analysis.
   5. md        NPT of every box with the committee; frames whose force spread passes a threshold are
                flagged; these frames are the distillation data.
-  6. distill   `sci-fm distill` (student = teacher 0) on the bulk NPT frames, alternating with clusters.
+  6. distill   teachers compared first (held-out cluster errors, 3 ps float64 NVE of the electrolyte box);
+               `sci-fm distill --student K` with K the most stable teacher (no guard stop, then the
+               smallest |drift|) on the bulk NPT frames, alternating with clusters; the student compared.
   7. align     NPT with the student ("before", from the end of the committee run, first
                `npt_equilibration` ps left out), `sci-fm align --rounds` on every system but the held-out
                solvent (PC): ΔP from ρ_MD, ρ_exp and κ_T, NPT re-run, the next ΔP from the last two densities
@@ -317,9 +319,42 @@ class Background:
 
 
 def kappa_or_default(summary: dict, default: float = 7e-5) -> float:
-    """κ_T (1/bar) of an NPT run's volume fluctuations if within 1e-5..3e-4 (liquids), else ``default``."""
+    """κ_T (1/bar) of an NPT run's volume fluctuations if within 1e-5..1e-3, else ``default``. A model far
+    below its experimental density is a stretched, soft liquid (κ_T 5e-4 was measured); replacing that by
+    a textbook 7e-5 made the first alignment round's ΔP ten times too large (a 30 % density overshoot)."""
     k = summary.get("isothermal_compressibility_per_bar")
-    return float(k) if k is not None and 1e-5 <= k <= 3e-4 else default
+    return float(k) if k is not None and 1e-5 <= k <= 1e-3 else default
+
+
+def compare_members(out: Path, members: dict, box, heldout, P: dict, device, extra, tail, jobs, logs) -> None:
+    """Held-out cluster errors (``sci-fm eval mlip``) and a float64 NVE run of the electrolyte box for each
+    model of ``members`` (label -> run) not done yet; OUT/eval/LABEL.json, OUT/compare/LABEL/."""
+    cmds = []
+    for label, run in members.items():
+        if not (out / "eval" / f"{label}.json").exists():
+            cmds.append(
+                ["eval", "mlip", "--model", run, "--data", heldout, "--out", out / "eval" / f"{label}.json"]
+            )
+    for label, run in members.items():
+        d = out / "compare" / label
+        if not (d / "summary.json").exists():
+            nve = ("nve", 298.0, P["long_timestep"], P["compare_steps"], d, device)
+            cmds.append(md_cmd(run, box, *nve, *extra, "--dtype", "float64", "--thermo-every", 10, tail=tail))
+    (out / "eval").mkdir(exist_ok=True)
+    sh_many(cmds, jobs, logs)
+
+
+def most_stable(summaries: dict[int, dict]) -> int:
+    """The index of the most stable model: no guard stop, then the smallest |NVE energy drift|; when every
+    run stopped, the one that lasted longest."""
+
+    def key(k):
+        sm = summaries[k]
+        if sm.get("stop_reason"):
+            return (1, -float(sm.get("stop_step") or 0))
+        return (0, abs(float(sm.get("energy_drift_eV_per_atom_per_ps") or float("inf"))))
+
+    return min(summaries, key=key)
 
 
 def composition(comp: str, n: int) -> str:
@@ -572,13 +607,23 @@ def main() -> None:
         for n, d in runs.items()
     }
 
-    # 6. distillation on the bulk frames of the committee NPT runs
+    # 6. teachers, then the student, against each other: force errors on held-out clusters (seed boxes no
+    # model trained on) and stability in float64 NVE of the electrolyte box (guards, energy drift). The
+    # student is the most stable teacher (BAMBOO fine-tunes one of its teachers; stability is what
+    # distillation is for), fine-tuned on the bulk frames of the committee NPT runs.
+    members = {f"teacher{k}": r for k, r in enumerate(teachers)}
+    compare_members(
+        out, members, elyte_box, heldout_file, P, a.device, long_extra, a.dispersion_tail, fg_jobs(), logs
+    )
     distilled = out / "distilled"
+    choice = most_stable({k: summary(out / "compare" / f"teacher{k}") for k in range(len(teachers))})
     if not (distilled / "model" / "model.json").exists():
         sh(
             "distill",
             "--teachers",
             *teachers,
+            "--student",
+            choice,
             "--frames",
             *[d / "traj.extxyz" for d in runs.values()],
             "--clusters",
@@ -590,44 +635,25 @@ def main() -> None:
             "--no-progress",
         )
     results["distill"] = json.loads((distilled / "metrics.json").read_text())
-
-    # 6b. student against teachers: force errors on held-out clusters (seed boxes no model trained on) and
-    # stability in float64 NVE of the electrolyte box (guards, energy drift)
-    members = {**{f"teacher{k}": r for k, r in enumerate(teachers)}, "student": distilled}
-    evals, cmps = [], []
-    for label, run in members.items():
-        if not (out / "eval" / f"{label}.json").exists():
-            evals.append(
-                [
-                    "eval",
-                    "mlip",
-                    "--model",
-                    run,
-                    "--data",
-                    heldout_file,
-                    "--out",
-                    out / "eval" / f"{label}.json",
-                ]
-            )
-        d = out / "compare" / label
-        if not (d / "summary.json").exists():
-            cmps.append(
-                md_cmd(
-                    run,
-                    elyte_box,
-                    "nve",
-                    298.0,
-                    P["long_timestep"],
-                    P["compare_steps"],
-                    d,
-                    a.device,
-                    *long_extra,
-                    *("--dtype", "float64", "--thermo-every", 10),
-                    tail=a.dispersion_tail,
-                )
-            )
-    (out / "eval").mkdir(exist_ok=True)
-    sh_many(evals + cmps, fg_jobs(), logs)
+    # the student the run used (a run started before the choice rule existed used teacher 0)
+    results["student_choice"] = {
+        "student": results["distill"]["student"],
+        "most_stable_teacher": choice,
+        "rule": "no guard stop in the NVE comparison, then the smallest |energy drift|",
+    }
+    members["student"] = distilled
+    compare_members(
+        out,
+        {"student": distilled},
+        elyte_box,
+        heldout_file,
+        P,
+        a.device,
+        long_extra,
+        a.dispersion_tail,
+        fg_jobs(),
+        logs,
+    )
     results["heldout_clusters"] = {
         label: {
             k: v
@@ -863,6 +889,8 @@ def write_records(results: dict, out: Path, dest: Path, command: str) -> None:
                 "steps_per_second": r.get("steps_per_second"),
                 "temperature_K_mean": r.get("temperature_K_mean"),
                 "heldout_forces_mae_meV_per_A": h.get("forces_mae_meV_per_A"),
+                # which teacher the student was fine-tuned from
+                "fine_tuned_from": f"teacher{results['distill']['student']}" if member == "student" else None,
             }
         )
     write_record(
