@@ -32,7 +32,7 @@ a few hours on 2 CPU cores (`--jobs 2`): 32-solvent boxes (320–420 atoms), 320
 (radius 3.5 Å, every molecule a candidate centre, ions included, atoms rattled by up to σ = 0.05 Å) plus
 2 × 60 active-learning clusters per system, 3 teachers of 32 features (60 epochs), 30 distillation
 epochs, 3 ps NVE runs comparing student and teachers, 12 ps NPT runs at 1 fs (4 ps equilibration), up to
-3 alignment rounds, 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the
+4 alignment rounds (tolerance 0.02 g/cm³), 10 ps NVE (float64) and 50 ps NVT at 1 fs; `full` is the
 issue's scale (64-molecule boxes, 64-feature teachers, 100 epochs, 40 ps NPT runs), many CPU-hours,
 20–50× faster on a GPU (`--accelerator gpu --device cuda`).
 Periodic Coulomb in MD uses an Ewald accuracy of 1e-4 in `small` (2× faster MD than 1e-6; the error is far
@@ -128,8 +128,8 @@ PRESETS = {
         al_steps=4000,
         al_clusters=60,
         virial_weight=10.0,
-        align_rounds=3,
-        align_tolerance=0.015,
+        align_rounds=4,
+        align_tolerance=0.02,
         distill_epochs=30,
         align_epochs=6,
         align_lr=1e-4,
