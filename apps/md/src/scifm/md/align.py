@@ -432,10 +432,12 @@ def rerun_npt(
         tail = bool(s.get("dispersion_tail", False))
         tasks.append((str(model_dir), s["frames"][-1].copy(), settings, tail, str(out / s["name"])))
     summaries: list[dict | None] = [None] * len(tasks)
-    if resume:  # a finished run of an earlier, interrupted call (run_md writes summary.json last)
+    if resume:  # a finished run of an earlier, interrupted call (run_md writes summary.json last) ...
+        model_json = Path(model_dir) / "model.json"
+        born = model_json.stat().st_mtime if model_json.is_file() else float("inf")
         for i, t in enumerate(tasks):
             done = Path(t[-1]) / "summary.json"
-            if done.is_file():
+            if done.is_file() and done.stat().st_mtime >= born:  # ... with this model, not an older one
                 summaries[i] = json.loads(done.read_text())
     todo = [i for i in range(len(tasks)) if summaries[i] is None]
     todo.sort(key=lambda i: -len(tasks[i][1]))  # largest first: the pool's last job is a short one
