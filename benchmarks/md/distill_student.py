@@ -30,6 +30,7 @@ from electrolyte_ff import (  # noqa: E402  (the benchmark's own helpers, next t
     PRESETS,
     SYSTEMS,
     compare_members,
+    distill_cmd,
     most_stable,
     sh,
     summary,
@@ -75,22 +76,7 @@ def main() -> None:
     for k in students:
         d = out / f"distilled_student{k}"
         if not (d / "model" / "model.json").exists():
-            sh(
-                "distill",
-                "--teachers",
-                *teachers,
-                "--student",
-                k,
-                "--frames",
-                *frames,
-                "--clusters",
-                clusters,
-                "--epochs",
-                P["distill_epochs"],
-                "--out",
-                d,
-                "--no-progress",
-            )
+            sh(*distill_cmd(teachers, k, frames, clusters, P["distill_epochs"], d))
         members[f"student{k}"] = d
     compare_members(out, members, box, heldout, P, "cpu", extra, a.dispersion_tail, a.jobs, out / "logs")
 

@@ -326,6 +326,20 @@ def kappa_or_default(summary: dict, default: float = 7e-5) -> float:
     return float(k) if k is not None and 1e-5 <= k <= 1e-3 else default
 
 
+def distill_cmd(teachers, student: int, frames, clusters, epochs: int, out) -> list:
+    """`sci-fm distill` arguments: the student (a teacher index) fine-tuned on the bulk ``frames``,
+    alternating with labelled ``clusters``."""
+    return ["distill", "--teachers", *teachers, "--student", student, "--frames", *frames] + [
+        "--clusters",
+        clusters,
+        "--epochs",
+        epochs,
+        "--out",
+        out,
+        "--no-progress",
+    ]
+
+
 def compare_members(out: Path, members: dict, box, heldout, P: dict, device, extra, tail, jobs, logs) -> None:
     """Held-out cluster errors (``sci-fm eval mlip``) and a float64 NVE run of the electrolyte box for each
     model of ``members`` (label -> run) not done yet; OUT/eval/LABEL.json, OUT/compare/LABEL/."""
@@ -618,22 +632,8 @@ def main() -> None:
     distilled = out / "distilled"
     choice = most_stable({k: summary(out / "compare" / f"teacher{k}") for k in range(len(teachers))})
     if not (distilled / "model" / "model.json").exists():
-        sh(
-            "distill",
-            "--teachers",
-            *teachers,
-            "--student",
-            choice,
-            "--frames",
-            *[d / "traj.extxyz" for d in runs.values()],
-            "--clusters",
-            train_file,
-            "--epochs",
-            P["distill_epochs"],
-            "--out",
-            distilled,
-            "--no-progress",
-        )
+        frames = [d / "traj.extxyz" for d in runs.values()]
+        sh(*distill_cmd(teachers, choice, frames, train_file, P["distill_epochs"], distilled))
     results["distill"] = json.loads((distilled / "metrics.json").read_text())
     # the student the run used (a run started before the choice rule existed used teacher 0)
     results["student_choice"] = {
