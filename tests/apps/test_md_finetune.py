@@ -14,9 +14,11 @@ from ase import units
 from test_md_common import export_tiny, tiny_potential, water_box
 
 from scifm.cli.main import main
-from scifm.md.align import delta_p_bar, next_delta_p
+from scifm.md.align import delta_p_bar, next_delta_p, scale_to_density
+from scifm.md.clusters import molecule_ids, whole_molecules
 from scifm.md.finetune import changed_keys, frame_graph, intermolecular_edges, nn_edge_pressure_bar, predict
 from scifm.md.md import MDSettings, run_md
+from scifm.md.thermo import density_g_cm3
 from scifm.mlip.calculator import SciFMCalculator
 from scifm.mlip.export import load_potential
 
@@ -262,6 +264,61 @@ def test_align_rounds_take_the_next_target_from_the_new_density(npt_run, tmp_pat
     assert main([*args, "--rounds", "2", "--out", str(tmp_path / "y")]) == 2
     assert "needs density_exp for every system; missing: ['water']" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_scale_to_density_moves_molecules_rigidly():
+    a = water_box()
+    mol = molecule_ids(a)
+    b = scale_to_density(a, 0.9 * density_g_cm3(a), mol)
+    assert density_g_cm3(b) == pytest.approx(0.9 * density_g_cm3(a), rel=1e-12)
+    assert np.allclose(np.asarray(b.cell), np.asarray(a.cell) * (1 / 0.9) ** (1 / 3))
+    pa, pb = whole_molecules(a, mol), whole_molecules(b, mol)
+    for k in np.unique(mol):  # every intramolecular distance kept
+        i = np.flatnonzero(mol == k)
+        da = np.linalg.norm(pa[i, None] - pa[None, i], axis=-1)
+        db = np.linalg.norm(pb[i, None] - pb[None, i], axis=-1)
+        assert np.allclose(da, db, atol=1e-10)
+    assert (molecule_ids(b) == mol).all()
+
+
+def test_align_at_density_rule_fits_the_pressure_at_the_experimental_density(npt_run, tmp_path, capsys):
+    root, models, run = npt_run
+    rho0 = json.loads((run / "summary.json").read_text())["density_g_cm3_mean"]
+    systems = tmp_path / "systems.yaml"
+    entry = {"name": "water", "md": str(run), "density_exp": round(0.95 * rho0, 4), "kappa_T_per_bar": 1e-4}
+    systems.write_text(yaml.safe_dump({"systems": [entry]}))
+    out = tmp_path / "align"
+    args = ["align", "--model", str(models[0]), "--systems", str(systems), "--epochs", "1", "--lr", "1e-3"]
+    args += ["--npt-steps", "10", "--npt-equilibration", "0.002", "--tolerance", "0", "--no-progress"]
+    args += ["--at-density-from", "2", "--at-density-steps", "12", "--rounds", "2", "--out", str(out)]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    r1, r2 = (r["systems"]["water"] for r in m["rounds"])
+    assert r1["rule"] == "kappa_T" and r2["rule"] == "nvt_at_exp"
+    nvt = json.loads((out / "round2" / "nvt" / "water" / "summary.json").read_text())
+    assert nvt["ensemble"] == "nvt" and nvt["steps"] == 12
+    # the NVT ran at the experimental density with round 1's model; ΔP = P_ext - <P> there
+    assert nvt["density_g_cm3_mean"] == pytest.approx(entry["density_exp"], rel=1e-9)
+    p_ext = nvt["settings"]["pressure"]
+    assert r2["delta_p_target_bar"] == pytest.approx(p_ext - nvt["pressure_bar_mean"])
+    assert r2["pressure_at_exp_bar"] == pytest.approx(nvt["pressure_bar_mean"])
+    # round 2's NPT starts from round 1's last NPT frame, not from the scaled one
+    rows = np.genfromtxt(out / "round2" / "npt" / "water" / "thermo.csv", delimiter=",", names=True)
+    assert rows["density_g_cm3"][0] == pytest.approx(r1_last_density(out), rel=1e-9)
+    assert "round 2 water: <P> at ρ_exp" in capsys.readouterr().out
+    # refused before any work: the rule without a density to run at
+    systems.write_text(yaml.safe_dump({"systems": [{"name": "water", "md": str(run), "delta_p_bar": 100.0}]}))
+    bad = [*args[:-1], str(tmp_path / "z")]
+    bad[bad.index("--rounds") + 1] = "1"
+    assert main(bad) == 2
+    assert "--at-density-from needs density_exp for every system" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
+
+
+def r1_last_density(out):
+    from scifm.md.trajectory import read_trajectory
+
+    return density_g_cm3(read_trajectory(out / "round1" / "npt" / "water" / "traj.extxyz")[-1])
 
 
 def test_align_rejects_unknown_keys(tmp_path, capsys):

@@ -9,6 +9,16 @@ with κ_T = ⟨δV²⟩ / (k_B T ⟨V⟩) from the NPT volume fluctuations (``su
 writes it as ``isothermal_compressibility_per_bar``). A too dense model (ρ_MD > ρ_exp) gets ΔP > 0: more
 internal pressure, the box expands. The anchor leaves ΔP to the user; this formula is our choice.
 
+The at-density rule (``--at-density-from ROUND``) needs no κ_T: the last frame is scaled to ρ_exp
+(molecules moved rigidly with their centres of mass), NVT runs there, and
+
+    ΔP = P_ext - ⟨P⟩_NVT(ρ_exp)
+
+is fitted on that run's frames: a model whose mean pressure at ρ_exp equals P_ext has its NPT density at
+ρ_exp. The formula above fits the shift at the model's own density and extrapolates; a shift that is right
+there can be wrong at ρ_exp (the fine-tune changes the slope of P(V) too), and with several systems
+sharing one readout the errors of the extrapolation add up (see ``at_density_systems``).
+
 Loss per fixed frame (NN intermolecular pressure, ``scifm.md.finetune.nn_edge_pressure_bar`` over edges
 joining different molecules; charges, Coulomb and dispersion are not touched):
 
@@ -406,16 +416,19 @@ def rerun_npt(
     equilibration_ps: float = 0.0,
     jobs: int = 1,
     resume: bool = False,
+    ensemble: str = "npt",
 ) -> dict[str, dict]:
-    """NPT of each system from its last frame with the aligned model (the settings of the system's own NPT
-    run); density before/after. ``equilibration_ps`` is left out of the new averages. ``jobs`` > 1 runs
-    that many systems at once, each in its own process (set OMP_NUM_THREADS=1 so they do not fight),
-    largest first. ``resume``: a system whose OUT/name/summary.json exists is read, not re-run."""
+    """NPT of each system from its last frame (or its ``start`` Atoms when given) with the aligned model
+    (the settings of the system's own NPT run); density before/after. ``equilibration_ps`` is left out of
+    the new averages. ``jobs`` > 1 runs that many systems at once, each in its own process (set
+    OMP_NUM_THREADS=1 so they do not fight), largest first. ``resume``: a system whose OUT/name/summary.json
+    exists, and is newer than the model, is read, not re-run. ``ensemble="nvt"``: the same run at fixed
+    volume (Langevin), for the pressure at a given density (``at_density_systems``)."""
     tasks = []
     for s in systems:
         st = s["md_settings"] or {}
         settings = dict(
-            ensemble="npt",
+            ensemble=ensemble,
             temperature=st.get("temperature", 300.0),
             pressure=st.get("pressure", 1.0),
             timestep=st.get("timestep", 1.0),
@@ -430,7 +443,8 @@ def rerun_npt(
         )
         # the same energy model as the NPT run that set the target (dispersion tail included or not)
         tail = bool(s.get("dispersion_tail", False))
-        tasks.append((str(model_dir), s["frames"][-1].copy(), settings, tail, str(out / s["name"])))
+        start = s.get("start") if s.get("start") is not None else s["frames"][-1]
+        tasks.append((str(model_dir), start.copy(), settings, tail, str(out / s["name"])))
     summaries: list[dict | None] = [None] * len(tasks)
     if resume:  # a finished run of an earlier, interrupted call (run_md writes summary.json last) ...
         model_json = Path(model_dir) / "model.json"
@@ -460,9 +474,89 @@ def rerun_npt(
             "density_after_sem_g_cm3": summary.get("density_g_cm3_sem"),
             "density_exp_g_cm3": s["density_exp"],
             "kappa_T_after_per_bar": summary.get("isothermal_compressibility_per_bar"),
+            "pressure_bar_mean": summary.get("pressure_bar_mean"),
+            "pressure_bar_sem": summary.get("pressure_bar_sem"),
             "stopped": summary["stopped"],
         }
     return res
+
+
+def scale_to_density(atoms, rho_g_cm3: float, mol: np.ndarray | None = None):
+    """A copy of periodic ``atoms`` with the cell scaled isotropically to density ``rho_g_cm3`` and every
+    molecule (``mol`` ids; bonded atoms by default) moved rigidly with its centre of mass, so bonds keep
+    their lengths."""
+    from .clusters import whole_molecules
+    from .thermo import density_g_cm3
+
+    if not is_periodic(atoms):
+        raise ConfigError("scale_to_density needs a periodic cell")
+    if not rho_g_cm3 > 0:
+        raise ConfigError(f"density {rho_g_cm3}: must be > 0")
+    mol = molecule_ids(atoms) if mol is None else np.asarray(mol)
+    f = (density_g_cm3(atoms) / float(rho_g_cm3)) ** (1.0 / 3.0)
+    pos, m = whole_molecules(atoms, mol), atoms.get_masses()
+    for k in np.unique(mol):
+        idx = np.flatnonzero(mol == k)
+        com = (m[idx, None] * pos[idx]).sum(0) / m[idx].sum()
+        pos[idx] += (f - 1.0) * com
+    new = atoms.copy()
+    new.set_cell(np.asarray(atoms.cell) * f, scale_atoms=False)
+    new.positions = pos
+    new.wrap()
+    return new
+
+
+def at_density_systems(
+    model_dir: Path,
+    systems: list[dict],
+    out: Path,
+    steps: int,
+    max_frames: int,
+    progress: bool,
+    equilibration_ps: float = 0.0,
+    jobs: int = 1,
+    resume: bool = False,
+) -> list[dict]:
+    """The "nvt_at_exp" rule: each system's last frame scaled to its experimental density
+    (``scale_to_density``), NVT there with ``model_dir`` (``equilibration_ps`` left out), and
+
+        ΔP = P_ext - ⟨P⟩_NVT(ρ_exp)
+
+    on frames of that NVT run. A model whose mean pressure at ρ_exp is P_ext has its NPT density at ρ_exp,
+    so the pressure shift is fitted where it matters, with no κ_T and no extrapolation from the model's own
+    density; the shift the fine-tune makes at other densities (which moves a soft liquid far) does not
+    enter. The systems come back with those frames and ΔP, ``start`` = the frame the next NPT re-run
+    begins from (the old last frame, not the scaled one, so an NPT too short to relax leans to the old
+    density, not to experiment), and ``pressure_at_exp_bar`` / ``pressure_at_exp_sem_bar``."""
+    missing = [s["name"] for s in systems if s.get("density_exp") is None]
+    if missing:
+        raise ConfigError(f"the at-density rule needs density_exp for every system; missing: {missing}")
+    scaled = [
+        {**s, "start": scale_to_density(s["frames"][-1], float(s["density_exp"]), s["mol"])} for s in systems
+    ]
+    res = rerun_npt(model_dir, scaled, out, steps, progress, equilibration_ps, jobs, resume, ensemble="nvt")
+    new = []
+    for s in systems:
+        r = res[s["name"]]
+        if r["stopped"] or r["pressure_bar_mean"] is None:
+            raise ConfigError(f"{s['name']}: the NVT run at ρ_exp stopped or has no pressure ({r['md_dir']})")
+        md = Path(r["md_dir"])
+        frames = alignment_frames(
+            md / json.loads((md / "summary.json").read_text())["trajectory"], max_frames
+        )
+        p_ext = float((s["md_settings"] or {}).get("pressure", 1.01325))
+        new.append(
+            {
+                **s,
+                "frames": frames,
+                "start": s["frames"][-1],
+                "delta_p_bar": p_ext - float(r["pressure_bar_mean"]),
+                "pressure_at_exp_bar": float(r["pressure_bar_mean"]),
+                "pressure_at_exp_sem_bar": r["pressure_bar_sem"],
+                "nvt_dir": r["md_dir"],
+            }
+        )
+    return new
 
 
 def _npt_task(task) -> dict:
@@ -518,6 +612,21 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="g/cm³: stop the rounds when every system's NPT density is this close to experiment",
     )
     p.add_argument(
+        "--at-density-from",
+        type=int,
+        default=0,
+        metavar="ROUND",
+        help="from this round on, take ΔP from an NVT run at the experimental density (P_ext - <P>) and "
+        "align on its frames, instead of extrapolating from the model's own density (0: never)",
+    )
+    p.add_argument(
+        "--at-density-steps",
+        type=int,
+        default=0,
+        help="steps of each NVT run at the experimental density (0: --npt-steps); the first "
+        "--npt-equilibration ps are left out of its pressure",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="reuse the rounds an interrupted call with the same arguments left in OUT (trained models, "
@@ -538,12 +647,15 @@ def run(args) -> int:
     if args.rounds > 1 and args.npt_steps <= 0:
         raise ConfigError("--rounds > 1 re-runs NPT after every round: give --npt-steps")
     systems = load_systems(args.systems, args.max_frames)
-    if args.rounds > 1:
+    if args.at_density_from < 0:
+        raise ConfigError(f"--at-density-from {args.at_density_from}: must be >= 0")
+    if args.at_density_from and args.npt_steps <= 0 and args.at_density_steps <= 0:
+        raise ConfigError("--at-density-from runs NVT at the experimental density: give --at-density-steps")
+    if args.rounds > 1 or args.at_density_from:
         missing = [s["name"] for s in systems if s.get("density_exp") is None]
         if missing:
-            raise DataError(
-                args.systems, f"--rounds > 1 needs density_exp for every system; missing: {missing}"
-            )
+            why = "--rounds > 1" if args.rounds > 1 else "--at-density-from"
+            raise DataError(args.systems, f"{why} needs density_exp for every system; missing: {missing}")
     clusters = None
     if args.clusters:
         from scifm.mlip.dataset import open_frames
@@ -560,6 +672,24 @@ def run(args) -> int:
     rules = {s["name"]: s["delta_p_rule"] for s in systems}
     for k in range(1, args.rounds + 1):
         rdir = out if args.rounds == 1 else out / f"round{k}"
+        if args.at_density_from and k >= args.at_density_from:
+            systems = at_density_systems(
+                resolve_model_dir(model),
+                systems,
+                rdir / "nvt",
+                args.at_density_steps or args.npt_steps,
+                args.max_frames,
+                args.progress,
+                args.npt_equilibration,
+                jobs=args.jobs,
+                resume=args.resume,
+            )
+            rules = {s["name"]: "nvt_at_exp" for s in systems}
+            for s in systems:
+                print(
+                    f"round {k} {s['name']}: <P> at ρ_exp = {s['density_exp']} g/cm³: "
+                    f"{s['pressure_at_exp_bar']:.1f} ± {s['pressure_at_exp_sem_bar'] or float('nan'):.1f} bar"
+                )
         m = _finished_round(rdir, systems) if args.resume else None
         if m is None:
             m = align(
@@ -627,6 +757,12 @@ def _round_record(k: int, systems: list[dict], m: dict, rules: dict[str, str]) -
     per = {}
     for s in systems:
         v = dict(m["systems"][s["name"]], rule=rules[s["name"]])
+        if "pressure_at_exp_bar" in s:  # the at-density rule: the NVT run that set ΔP
+            v.update(
+                pressure_at_exp_bar=s["pressure_at_exp_bar"],
+                pressure_at_exp_sem_bar=s["pressure_at_exp_sem_bar"],
+                nvt_dir=s["nvt_dir"],
+            )
         npt = (m.get("npt") or {}).get(s["name"])
         if npt is not None:
             v.update(
@@ -669,9 +805,14 @@ def _next_round(systems: list[dict], m: dict, max_frames: int) -> tuple[list[dic
         frames = alignment_frames(
             md / json.loads((md / "summary.json").read_text())["trajectory"], max_frames
         )
+        rest = {
+            k: v
+            for k, v in s.items()
+            if k not in ("start", "pressure_at_exp_bar", "pressure_at_exp_sem_bar", "nvt_dir")
+        }
         new.append(
             {
-                **s,
+                **rest,
                 "frames": frames,
                 "mol": molecule_ids(frames[0]),
                 "delta_p_bar": dp,
