@@ -8,7 +8,7 @@ import pytest
 from ase import Atoms
 from scipy import constants as C
 
-from scifm.md.analysis.blocks import ar1_sem, block_average
+from scifm.md.analysis.blocks import ar1_sem, block_average, slope_sem
 from scifm.md.analysis.conductivity import einstein, nernst_einstein
 from scifm.md.analysis.correlation import autocorrelation, msd_fft
 from scifm.md.analysis.msd import diffusion, unwrap
@@ -36,6 +36,25 @@ def test_block_sem_matches_ar1_analytic(phi):
     if phi > 0:
         naive = b.sems[0]
         assert naive < 0.4 * exact
+
+
+def test_slope_sem_matches_the_exact_ols_error_under_ar1_noise():
+    # y = a t + AR(1) noise (φ = 0.9): the exact variance of the OLS slope is cᵀΣc/(cᵀc)², c = t - t̄,
+    # Σ_ij = φ^|i-j|/(1-φ²); the naive independent-residual error is too small by ≈ √19 ≈ 4.4
+    rng = np.random.default_rng(3)
+    n, phi, a = 2048, 0.9, 2.5e-3
+    t = np.arange(n) * 0.01
+    c = t - t.mean()
+    lag = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+    exact = np.sqrt(c @ (phi**lag / (1 - phi**2)) @ c) / (c @ c)
+    fits = [slope_sem(t, a * t + _ar1(phi, n, rng)) for _ in range(40)]
+    slopes, sems = np.array([f[0] for f in fits]), np.array([f[1] for f in fits])
+    assert np.mean(sems) == pytest.approx(exact, rel=0.25)
+    assert np.std(slopes) == pytest.approx(exact, rel=0.35)  # the estimates scatter as predicted
+    assert abs(np.mean(slopes) - a) < 3 * exact / np.sqrt(len(fits))
+    naive = np.sqrt(1 / (1 - phi**2) / (c @ c))
+    assert naive < 0.4 * exact
+    assert all(np.isnan(slope_sem([0.0, 1.0], [1.0, 2.0])))
 
 
 def test_block_sem_of_constant_is_zero():

@@ -19,8 +19,9 @@ over the first picoseconds of NPT, and that transient is not the model's density
 Summary keys: steps, steps_requested, equilibration_ps, n_thermo_rows_averaged, steps_per_second, ns_per_day,
 temperature_K_mean/_sem, epot_eV_mean, pressure_bar_mean/_sem (periodic), density_g_cm3_mean/_sem and
 volume_A3_mean (periodic), isothermal_compressibility_per_bar (NPT, from volume fluctuations
-κ_T = ⟨δV²⟩/(k_B T ⟨V⟩)), energy_drift_eV_per_atom_per_ps (NVE: slope of E_tot/N vs time), n_frames,
-n_flagged, wall_time_s.
+κ_T = ⟨δV²⟩/(k_B T ⟨V⟩)), energy_drift_eV_per_atom_per_ps (NVE: slope of E_tot/N vs time) and its
+standard error energy_drift_sem_eV_per_atom_per_ps (``analysis.blocks.slope_sem``), n_frames, n_flagged,
+wall_time_s.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ase import units
 
 from scifm.core.errors import ConfigError
 
-from .analysis.blocks import block_average
+from .analysis.blocks import block_average, slope_sem
 from .guards import Guards
 from .thermo import ThermoLog, is_periodic, observables
 from .trajectory import TrajectoryWriter
@@ -253,7 +254,9 @@ def summarize(log: ThermoLog, s: MDSettings, n_atoms: int, steps_done: int, wall
     if s.ensemble == "nve" and len(log.rows) >= 2:
         t_ps = log.column("time_fs") * 1e-3
         e = log.column("etot_eV") / n_atoms
-        out["energy_drift_eV_per_atom_per_ps"] = _finite(float(np.polyfit(t_ps, e, 1)[0]))
+        drift, drift_sem = slope_sem(t_ps, e)
+        out["energy_drift_eV_per_atom_per_ps"] = _finite(drift)
+        out["energy_drift_sem_eV_per_atom_per_ps"] = _finite(drift_sem)
         out["energy_fluctuation_eV_per_atom"] = _finite(float(np.std(e)))
     std = log.column("forces_std_max_eV_A")
     if np.isfinite(std).any():

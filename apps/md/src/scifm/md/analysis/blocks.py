@@ -67,6 +67,24 @@ def block_average(x, min_blocks: int = 4) -> BlockEstimate:
     return BlockEstimate(mean, chosen[2], chosen[0], chosen[1], sems)
 
 
+def slope_sem(t, y) -> tuple[float, float]:
+    """Least-squares slope of ``y`` against ``t`` and its standard error for correlated residuals (e.g.
+    the NVE energy drift): SE = √g σ_r / √Σ(t - t̄)², with √g σ_r = √N · SEM_block(residuals), the
+    statistical inefficiency g taken from the blocking analysis of the residuals (``block_average``).
+    For independent residuals this is the textbook OLS standard error."""
+    t = np.asarray(t, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    ok = np.isfinite(t) & np.isfinite(y)
+    t, y = t[ok], y[ok]
+    if len(t) < 3 or not np.ptp(t) > 0:
+        return (float("nan"), float("nan"))
+    tc = t - t.mean()
+    slope = float(np.dot(tc, y - y.mean()) / np.dot(tc, tc))
+    resid = y - y.mean() - slope * tc
+    sem = block_average(resid).sem * np.sqrt(len(t)) / np.sqrt(np.dot(tc, tc))
+    return slope, float(sem)
+
+
 def ar1_sem(phi: float, sigma_noise: float, n: int) -> float:
     """Analytic SEM of the mean of n samples of a stationary AR(1) process x_t = φ x_{t-1} + ε_t,
     ε ~ N(0, σ²): var(x) = σ²/(1-φ²), and for n ≫ 1/(1-φ), var(mean) ≈ var(x) (1+φ)/(1-φ) / n."""
