@@ -297,6 +297,7 @@ def test_align_at_density_rule_fits_the_pressure_at_the_experimental_density(npt
     assert r1["rule"] == "kappa_T" and r2["rule"] == "nvt_at_exp"
     nvt = json.loads((out / "round2" / "nvt" / "water" / "summary.json").read_text())
     assert nvt["ensemble"] == "nvt" and nvt["steps"] == 12
+    assert nvt["settings"]["thermostat"] == "nose-hoover"  # as the MTK NPT runs, not Langevin
     # the NVT ran at the experimental density with round 1's model; ΔP = P_ext - <P> there
     assert nvt["density_g_cm3_mean"] == pytest.approx(entry["density_exp"], rel=1e-9)
     p_ext = nvt["settings"]["pressure"]

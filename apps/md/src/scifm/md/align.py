@@ -441,6 +441,9 @@ def rerun_npt(
             pdamp=st.get("pdamp", 1000.0),
             progress=progress and jobs <= 1,
         )
+        if ensemble == "nvt":  # the NPT runs' thermostat (MTK carries a Nosé-Hoover chain): Langevin at
+            # 1 fs runs a few % cold with C-H stretches, and P(ρ) would come from another temperature
+            settings["thermostat"] = "nose-hoover"
         # the same energy model as the NPT run that set the target (dispersion tail included or not)
         tail = bool(s.get("dispersion_tail", False))
         start = s.get("start") if s.get("start") is not None else s["frames"][-1]
