@@ -161,7 +161,7 @@ def main() -> None:
             )
         r["drift_minus_most_stable_in_se"] = dd / se if se > 0 else None
         r["meets_distillation_line"] = all(checks.values())
-        r["checks"] = checks
+        r.update({f"check_{k}": v for k, v in checks.items()})  # record values are flat
     print(
         json.dumps({"most_stable_teacher": choice, "teacher_mean_forces_mae": mean_f, "rows": rows}, indent=1)
     )
