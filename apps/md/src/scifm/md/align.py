@@ -484,6 +484,16 @@ def rerun_npt(
     return res
 
 
+def _run_frames(md: Path, max_frames: int) -> tuple[list, dict]:
+    """The alignment frames of a `sci-fm md` run directory and its summary."""
+    summary = json.loads((md / "summary.json").read_text())
+    return alignment_frames(md / summary["trajectory"], max_frames), summary
+
+
+# what at_density_systems adds to a system for one round only
+AT_DENSITY_KEYS = ("start", "pressure_at_exp_bar", "pressure_at_exp_sem_bar", "nvt_dir")
+
+
 def scale_to_density(atoms, rho_g_cm3: float, mol: np.ndarray | None = None):
     """A copy of periodic ``atoms`` with the cell scaled isotropically to density ``rho_g_cm3`` and every
     molecule (``mol`` ids; bonded atoms by default) moved rigidly with its centre of mass, so bonds keep
@@ -543,11 +553,8 @@ def at_density_systems(
         r = res[s["name"]]
         if r["stopped"] or r["pressure_bar_mean"] is None:
             raise ConfigError(f"{s['name']}: the NVT run at ρ_exp stopped or has no pressure ({r['md_dir']})")
-        md = Path(r["md_dir"])
-        frames = alignment_frames(
-            md / json.loads((md / "summary.json").read_text())["trajectory"], max_frames
-        )
-        p_ext = float((s["md_settings"] or {}).get("pressure", 1.01325))
+        frames, summary = _run_frames(Path(r["md_dir"]), max_frames)
+        p_ext = float(summary["settings"]["pressure"])  # the pressure the runs were set up with
         new.append(
             {
                 **s,
@@ -804,15 +811,8 @@ def _next_round(systems: list[dict], m: dict, max_frames: int) -> tuple[list[dic
             sem=npt["density_after_sem_g_cm3"],
             kappa_now=npt.get("kappa_T_after_per_bar"),
         )
-        md = Path(npt["md_dir"])
-        frames = alignment_frames(
-            md / json.loads((md / "summary.json").read_text())["trajectory"], max_frames
-        )
-        rest = {
-            k: v
-            for k, v in s.items()
-            if k not in ("start", "pressure_at_exp_bar", "pressure_at_exp_sem_bar", "nvt_dir")
-        }
+        frames, _ = _run_frames(Path(npt["md_dir"]), max_frames)
+        rest = {k: v for k, v in s.items() if k not in AT_DENSITY_KEYS}
         new.append(
             {
                 **rest,
