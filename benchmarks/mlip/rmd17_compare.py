@@ -77,8 +77,12 @@ def run(cmd: list[str], cwd: Path | None = None, env=None, log: Path | None = No
     return time.perf_counter() - t0
 
 
-def train_ours(model: str, data: Path, mol: str, work: Path, args, config: dict) -> dict:
-    out = work / mol / model
+def train_ours(
+    model: str, data: Path, mol: str, work: Path, args, config: dict, extra=(), name: str | None = None
+) -> dict:
+    """``sci-fm train mlip`` on one molecule; ``extra``: more CLI arguments (a variant's recipe, e.g.
+    ``--lr 5e-3``), appended last so that they override the shared ones; ``name``: its run folder."""
+    out = work / mol / (name or model)
     cmd = [
         sys.executable,
         "-m",
@@ -117,9 +121,10 @@ def train_ours(model: str, data: Path, mol: str, work: Path, args, config: dict)
         "--accelerator",
         "gpu" if args.device == "cuda" else "cpu",
     ]
+    cmd += [str(a) for a in extra]
     if out.exists():
         cmd.append("--resume")
-    wall = run(cmd, env=thread_env(args.threads), log=work / mol / f"{model}.log")
+    wall = run(cmd, env=thread_env(args.threads), log=work / mol / f"{name or model}.log")
     m = json.loads((out / "metrics.json").read_text())
     return {
         "energy_mae_meV": m["energy_mae_meV"],
@@ -255,8 +260,21 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "mlip"))
     p.add_argument("--mace-venv", default=".venv-mace", help="where to create MACE's virtual environment")
     p.add_argument("--no-mace", action="store_true", help="skip MACE (e.g. no registry access)")
+    p.add_argument(
+        "--variants",
+        default=None,
+        help='JSON mapping variant name -> {"model": M, "args": [extra train-mlip arguments], '
+        '"config": {model config, default the model\'s}}: recipe probes, trained after --models, with '
+        'rows tagged by "variant"; the record is named rmd17-probe (tables.py keeps reading rmd17-compare)',
+    )
     p.add_argument("--quick", action="store_true", help="smoke: tiny models, 1 epoch")
     args = p.parse_args(argv)
+    variants = json.loads(args.variants) if args.variants else {}
+    for vname, v in variants.items():
+        if not isinstance(v, dict) or "model" not in v or set(v) - {"model", "args", "config"}:
+            p.error(f"--variants: {vname!r} needs a dict with 'model' and optional 'args', 'config'")
+        if vname in {"mace", *args.models.split(",")}:
+            p.error(f"--variants: name {vname!r} clashes with a model's run folder")
 
     data, work = Path(args.data), Path(args.workdir)
     manifest = json.loads((data / "manifest.json").read_text())
@@ -289,6 +307,16 @@ def main(argv=None) -> int:
             cfg = configs.get(model, {})
             out.append(cached(mol, model, lambda m=model, c=cfg: train_ours(m, data, mol, work, args, c)))
             print(json.dumps(out[-1]), flush=True)
+        for vname, v in variants.items():
+            cfg = v.get("config", configs.get(v["model"], {}))
+
+            def train(v=v, cfg=cfg, vname=vname):
+                return train_ours(v["model"], data, mol, work, args, cfg, v.get("args", ()), vname)
+
+            row = cached(mol, vname, train)
+            row.update(model=v["model"], variant=vname, variant_args=list(v.get("args", ())))
+            out.append(row)
+            print(json.dumps(out[-1]), flush=True)
         if bin_dir is not None:
             out.append(cached(mol, "mace", lambda: train_mace(bin_dir, data, mol, work, args)))
             print(json.dumps(out[-1]), flush=True)
@@ -300,7 +328,8 @@ def main(argv=None) -> int:
 
     from scifm.core.provenance import utc_timestamp, write_record
 
-    name = "rmd17-compare-quick" if args.quick else "rmd17-compare"
+    name = "rmd17-probe" if variants else "rmd17-compare"
+    name += "-quick" if args.quick else ""
     stamp = utc_timestamp().replace(":", "").replace("-", "")
     path = write_record(
         Path(args.results) / f"{name}-{stamp}.json",
@@ -323,6 +352,7 @@ def main(argv=None) -> int:
             "threads": args.threads,
             "jobs": args.jobs,
             "model_configs": configs,
+            "variants": variants,
             "mace_args": MACE_ARGS,
             "data": manifest.get("settings"),
             "counts": manifest.get("counts"),
