@@ -15,7 +15,7 @@ import pytest
 from scifm.bench.board import render_board
 from scifm.bench.runner import run_suite
 from scifm.bench.suites import load_suite, substitute
-from scifm.bench.summary_plots import pareto_front
+from scifm.bench.summary_plots import _label, pareto_front
 from scifm.bench.tables import build_table
 from scifm.core.errors import ConfigError, DataError
 from scifm.core.provenance import SCHEMA, provenance, read_record, validate_record, write_record
@@ -225,6 +225,13 @@ def test_pareto_front():
     # (speed, error): (50, 40) and (200, 80) trade off; (10, 90) is beaten by both; (200, 85) by (200, 80)
     pts = [(50, 40), (200, 80), (10, 90), (200, 85)]
     assert pareto_front(pts) == [1, 0]
+
+
+def test_plot_labels_name_a_recipe_probe_by_its_variant():
+    # two BAMBOO rows trained with different recipes must not share a label
+    assert _label({"model": "bamboo", "variant": "bamboo_bs1_lr1e-3"}) == "bamboo_bs1_lr1e-3"
+    assert _label({"model": "bamboo"}) == "bamboo"
+    assert _label({"method": "snis"}) == "snis"
 
 
 # --- suites and runner ---------------------------------------------------------------------------------

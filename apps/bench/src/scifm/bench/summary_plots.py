@@ -18,7 +18,7 @@ def _num(v: Any) -> bool:
 
 
 def _label(row: dict[str, Any]) -> str:
-    for k in ("model", "method", "job", "name"):
+    for k in ("variant", "model", "method", "job", "name"):  # a recipe probe is named by its variant
         if isinstance(row.get(k), str):
             return row[k]
     return "?"
