@@ -20,16 +20,23 @@ def newest(folder: Path, prefix: str) -> dict | None:
     return json.loads(files[-1].read_text()) if files else None
 
 
-def accuracy_table(rec: dict) -> str:
+def accuracy_table(rec: dict, mace_elsewhere: dict | None = None) -> str:
+    """One row per training. ``mace_elsewhere``: MACE rows by molecule from another record on the same data
+    (a probe record run with --no-mace); such ratios are marked with *. Probe rows show their recipe."""
     rows = rec["rows"]
     mace = {r["molecule"]: r for r in rows if r["model"] == "mace"}
+    probe = any("variant" in r for r in rows)
+    head = "| molecule | model | " + ("variant | recipe | " if probe else "")
     out = [
-        "| molecule | model | params | epochs | train time (s) | E MAE (meV/mol) | F MAE (meV/Å) "
-        "| F MAE / MACE | target F ≤ MACE |",
-        "|---|---|---|---|---|---|---|---|---|",
+        head + "params | epochs | train time (s) | E MAE (meV/mol) | F MAE (meV/Å) | F MAE / MACE "
+        "| target F ≤ MACE |",
+        "|---|---|" + ("---|---|" if probe else "") + "---|---|---|---|---|---|---|",
     ]
+    variants = rec.get("config", {}).get("variants", {})
     for r in rows:
-        m = mace.get(r["molecule"])
+        m, mark = mace.get(r["molecule"]), ""
+        if m is None and mace_elsewhere and r["model"] != "mace":
+            m, mark = mace_elsewhere.get(r["molecule"]), "*"
         ratio = r["forces_mae_meV_per_A"] / m["forces_mae_meV_per_A"] if m else None
         target = (
             ""
@@ -37,10 +44,18 @@ def accuracy_table(rec: dict) -> str:
             else ("met" if ratio <= 1.0 else "not met")
         )
         params = r.get("n_parameters")
+        extra = ""
+        if probe:
+            v = variants.get(r.get("variant"), {})
+            recipe = " ".join(v.get("args", [])) + (
+                f" config {json.dumps(v['config'])}" if "config" in v else ""
+            )
+            extra = f"{r.get('variant', '-')} | {recipe.strip() or 'shared'} | "
+        n_par = params if params is not None else "-"
         out.append(
-            f"| {r['molecule']} | {r['model']} | {params if params is not None else '-'} | {r['epochs']} "
+            f"| {r['molecule']} | {r['model']} | {extra}{n_par} | {r['epochs']} "
             f"| {r['train_time_s']:.0f} | {r['energy_mae_meV']:.1f} | {r['forces_mae_meV_per_A']:.1f} "
-            f"| {f'{ratio:.2f}' if ratio is not None else '-'} | {target} |"
+            f"| {f'{ratio:.2f}{mark}' if ratio is not None else '-'} | {target} |"
         )
     return "\n".join(out)
 
@@ -86,6 +101,20 @@ def main(argv=None) -> int:
             "a molecule only roughly.",
             "",
             accuracy_table(acc),
+            "",
+        ]
+    mace_rows = {r["molecule"]: r for r in (acc or {"rows": []})["rows"] if r["model"] == "mace"}
+    for path in sorted(folder.glob("rmd17-probe-2*.json")):
+        probe = json.loads(path.read_text())
+        parts += [
+            f"## Recipe probe `{path.name}`",
+            "",
+            f"{probe['config']['epochs']} epochs, shared batch {probe['config']['batch_size']}; a variant's "
+            "recipe is the extra `sci-fm train mlip` arguments (appended last, so they override the shared "
+            "ones) or its model config. Ratios marked * use MACE from the accuracy record above (same data, "
+            f"MACE not retrained in this run). Command: `{probe['provenance'].get('command', '')}`",
+            "",
+            accuracy_table(probe, mace_rows),
             "",
         ]
     speed = newest(folder, "md-speed")
