@@ -314,7 +314,7 @@ def main(argv=None) -> int:
                 return train_ours(v["model"], data, mol, work, args, cfg, v.get("args", ()), vname)
 
             row = cached(mol, vname, train)
-            row.update(model=v["model"], variant=vname, variant_args=list(v.get("args", ())))
+            row.update(model=v["model"], variant=vname, variant_args=" ".join(map(str, v.get("args", ()))))
             out.append(row)
             print(json.dumps(out[-1]), flush=True)
         if bin_dir is not None:
