@@ -295,7 +295,7 @@ def main(argv=None) -> int:
             row = json.loads(path.read_text())
             if row.get("epochs") == args.epochs:
                 return row
-        row = {"molecule": mol, "model": model, **train()}
+        row = {"molecule": mol, "model": model, **train()}  # a variant's train() names its own model
         path.write_text(json.dumps(row))
         return row
 
@@ -311,11 +311,11 @@ def main(argv=None) -> int:
             cfg = v.get("config", configs.get(v["model"], {}))
 
             def train(v=v, cfg=cfg, vname=vname):
-                return train_ours(v["model"], data, mol, work, args, cfg, v.get("args", ()), vname)
+                extra = [str(a) for a in v.get("args", ())]
+                row = train_ours(v["model"], data, mol, work, args, cfg, extra, vname)
+                return {"model": v["model"], "variant": vname, "variant_args": " ".join(extra), **row}
 
-            row = cached(mol, vname, train)
-            row.update(model=v["model"], variant=vname, variant_args=" ".join(map(str, v.get("args", ()))))
-            out.append(row)
+            out.append(cached(mol, vname, train))
             print(json.dumps(out[-1]), flush=True)
         if bin_dir is not None:
             out.append(cached(mol, "mace", lambda: train_mace(bin_dir, data, mol, work, args)))

@@ -20,11 +20,16 @@ def newest(folder: Path, prefix: str) -> dict | None:
     return json.loads(files[-1].read_text()) if files else None
 
 
+def mace_by(rows: list[dict], key: str) -> dict:
+    """MACE's rows of a record by molecule or system (``key``)."""
+    return {r[key]: r for r in rows if r["model"] == "mace"}
+
+
 def accuracy_table(rec: dict, mace_elsewhere: dict | None = None) -> str:
     """One row per training. ``mace_elsewhere``: MACE rows by molecule from another record on the same data
     (a probe record run with --no-mace); such ratios are marked with *. Probe rows show their recipe."""
     rows = rec["rows"]
-    mace = {r["molecule"]: r for r in rows if r["model"] == "mace"}
+    mace = mace_by(rows, "molecule")
     probe = any("variant" in r for r in rows)
     head = "| molecule | model | " + ("variant | recipe | " if probe else "")
     out = [
@@ -47,7 +52,7 @@ def accuracy_table(rec: dict, mace_elsewhere: dict | None = None) -> str:
         extra = ""
         if probe:
             v = variants.get(r.get("variant"), {})
-            recipe = " ".join(v.get("args", [])) + (
+            recipe = r.get("variant_args", "") + (
                 f" config {json.dumps(v['config'])}" if "config" in v else ""
             )
             extra = f"{r.get('variant', '-')} | {recipe.strip() or 'shared'} | "
@@ -62,7 +67,7 @@ def accuracy_table(rec: dict, mace_elsewhere: dict | None = None) -> str:
 
 def speed_table(rec: dict) -> str:
     rows = rec["rows"]
-    mace = {r["system"]: r for r in rows if r["model"] == "mace"}
+    mace = mace_by(rows, "system")
     out = [
         "| system | atoms | model | params | MD steps/s | / MACE | NL (ms) | forward (ms) | backward (ms) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -103,7 +108,7 @@ def main(argv=None) -> int:
             accuracy_table(acc),
             "",
         ]
-    mace_rows = {r["molecule"]: r for r in (acc or {"rows": []})["rows"] if r["model"] == "mace"}
+    mace_rows = mace_by(acc["rows"], "molecule") if acc else {}
     for path in sorted(folder.glob("rmd17-probe-2*.json")):
         probe = json.loads(path.read_text())
         parts += [
